@@ -263,7 +263,7 @@ def test_rate_result_intervals_contain_estimate(hand_trials):
     for fn in (m.multi_attempt_rate, m.esr_rate, m.improvement_rate):
         r = fn(hand_trials, n_boot=300, seed=2)
         assert r.ci_low <= r.value <= r.ci_high
-        assert 0 <= r.ci_low and r.ci_high <= 1
+        assert r.ci_low >= 0 and r.ci_high <= 1
 
 
 # --------------------------------------------------------------------------------------------------
