@@ -1,0 +1,248 @@
+"""The only door to nnsight: every trace, generate and remote call of the toolkit goes through here.
+
+The functions take plain tensors and small dataclasses (:class:`LayerPlan`) so the code inside each
+trace is serialisable the way NDIF needs it (``remote=True``), and is tested with ``remote="local"``.
+
+Conventions inside a trace: the output of decoder block ``L`` is ``model.model.layers[L].output``; on
+transformers 5 it is a ``[B, T, D]`` tensor, on older versions a tuple whose first item is that tensor
+(both are handled). Batches are left-padded, so the last position of every row is a real token.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+STEP0_SCOPES = ("all", "prompt", "generated")
+
+
+def import_nnsight():
+    """Import nnsight safely and return it.
+
+    nnsight mounts a ``.save`` attribute on every Python object at import. anyio (used by httpx and the
+    judge SDKs) builds classes that reject unannotated attributes when its socket ABCs are first
+    imported, so those must be imported *before* nnsight, or any later import of them fails.
+    """
+    try:
+        import anyio.abc  # noqa: F401
+        from anyio.abc import SocketAttribute  # noqa: F401  (forces anyio's lazy socket module)
+    except ImportError:  # pragma: no cover - anyio absent
+        pass
+    import nnsight
+
+    return nnsight
+
+
+@dataclass
+class SliceParams:
+    """Plain tensors of a sliced SAE encoder/decoder for ``k`` latents (see :class:`saes.SlicedSAE`)."""
+
+    W_enc: torch.Tensor  # [D, k]
+    b_enc: torch.Tensor  # [k]
+    W_dec: torch.Tensor  # [k, D]
+    b_dec: torch.Tensor  # [D]
+    threshold: torch.Tensor | None  # [k] for JumpReLU, else None
+    apply_b_dec_to_input: bool
+
+
+@dataclass
+class LayerPlan:
+    """Everything done at the output of one decoder block, in this order: ablate, add, read.
+
+    ``adds`` maps a scope to a ``[B, D]`` addend (already ``strength * direction``, summed per row).
+    ``ablations`` holds ``(scope, params, row_mask[B, k])``: latents with mask 1 are removed in that row.
+    ``read`` is the sliced SAE whose activations are captured after the edits, if any.
+    """
+
+    layer: int
+    adds: dict[str, torch.Tensor] = field(default_factory=dict)
+    ablations: list[tuple[str, SliceParams, torch.Tensor]] = field(default_factory=list)
+    read: SliceParams | None = None
+
+
+def encode_slice(h: torch.Tensor, p: SliceParams) -> torch.Tensor:
+    """Activations ``f(h)`` of the sliced latents: ReLU, or JumpReLU when ``p.threshold`` is set."""
+    import torch
+
+    x = h - p.b_dec if p.apply_b_dec_to_input else h
+    pre = x @ p.W_enc + p.b_enc
+    acts = torch.relu(pre)
+    if p.threshold is not None:
+        acts = acts * (pre > p.threshold).to(pre.dtype)
+    return acts
+
+
+def _edit_delta(h, lp: LayerPlan, masks: dict[str, Any]):
+    """The total change at one layer given the per-scope position masks (``None`` = scope inactive)."""
+    delta = None
+    for scope, params, row_mask in lp.ablations:
+        m = masks[scope]
+        if m is None:
+            continue
+        f = encode_slice(h, params) * row_mask[:, None, :]
+        d = -(f @ params.W_dec) * m
+        delta = d if delta is None else delta + d
+    for scope, addend in lp.adds.items():
+        m = masks[scope]
+        if m is None:
+            continue
+        d = addend[:, None, :] * m
+        delta = d if delta is None else delta + d
+    return delta
+
+
+def wrap_model(hf_model, tokenizer):
+    """Wrap a loaded HF causal LM as an nnsight ``TransformersModel`` (eval mode, gradients off)."""
+    TransformersModel = import_nnsight().TransformersModel
+
+    hf_model.eval()
+    hf_model.requires_grad_(False)
+    return TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
+
+
+def hf_module(lm):
+    """The underlying HF ``PreTrainedModel`` of a wrapped model (for dtype, config, plain-HF comparisons)."""
+    return lm._module
+
+
+def meta_model(repo_id: str, config, tokenizer):
+    """A weightless (meta-device) model for ``repo_id`` built from a local config: shapes and remote keys."""
+    TransformersModel = import_nnsight().TransformersModel
+
+    return TransformersModel(repo_id, config=config, tokenizer=tokenizer, task="text-generation")
+
+
+def step0_masks(attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Position masks ``[B, T, 1]`` of each scope for the prefill step of a left-padded batch."""
+    import torch
+
+    real = attention_mask.to(torch.float32)[:, :, None]
+    last = torch.zeros_like(real)
+    last[:, -1] = 1.0
+    return {"all": real, "prompt": real, "generated": last}
+
+
+def generate_with_plan(
+    lm,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    plans: list[LayerPlan],
+    *,
+    max_new_tokens: int,
+    generate_kwargs: dict[str, Any],
+    remote: bool | str = False,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """One batched nnsight generate that applies ``plans`` at every step.
+
+    Returns the full token ids ``[B, T + n]`` and, for each layer with a read, the captured latent
+    activations ``[B, n, k]``: entry ``t`` is read at the position whose output is generated token ``t``
+    (the last prompt position for ``t = 0``, generated token ``t - 1`` after that).
+    """
+    import torch
+
+    nnsight = import_nnsight()
+    plans = sorted(plans, key=lambda p: p.layer)
+    masks0 = step0_masks(attention_mask)
+    one = torch.ones(1, 1, 1)
+    masks_n = {"all": one, "prompt": None, "generated": one}
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    n_steps = max_new_tokens
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*was never reached.*")
+        with lm.generate(max_new_tokens=max_new_tokens, remote=remote, **generate_kwargs) as tracer:
+            with tracer.invoke(inputs):
+                reads = nnsight.save({p.layer: [] for p in plans if p.read is not None})
+                layers = lm.model.layers
+                for step in tracer.iter[:n_steps]:
+                    masks = masks0 if step == 0 else masks_n
+                    for lp in plans:
+                        module = layers[lp.layer]
+                        out = module.output
+                        hidden = out[0] if isinstance(out, tuple) else out
+                        delta = _edit_delta(hidden, lp, masks)
+                        if delta is not None:
+                            hidden = hidden + delta.to(hidden.dtype)
+                            if isinstance(out, tuple):
+                                module.output = (hidden,) + tuple(out[1:])
+                            else:
+                                module.output = hidden
+                        if lp.read is not None:
+                            f = encode_slice(hidden[:, -1, :].to(lp.read.W_enc.dtype), lp.read)
+                            reads[lp.layer].append(f.detach().cpu())
+            with tracer.invoke():
+                ids = nnsight.save(tracer.result)
+    ids = ids.detach().cpu()
+    captured = {layer: torch.stack(v, dim=1) for layer, v in reads.items() if len(v)}
+    return ids, captured
+
+
+def forward_with_plan(
+    lm,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    plans: list[LayerPlan],
+    masks: dict[str, torch.Tensor],
+    *,
+    save_residual_layers: tuple[int, ...] = (),
+    stop_after_last: bool = False,
+    remote: bool | str = False,
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """One teacher-forced forward pass applying ``plans`` with the given per-scope masks ``[B, T, 1]``.
+
+    Returns ``(latent_acts, residuals)``: for every layer with a read, the activations ``[B, T, k]`` after
+    the edits; for every layer in ``save_residual_layers``, the (post-edit) block output ``[B, T, D]``.
+    With ``stop_after_last`` the forward pass stops after the deepest layer touched (no LM head).
+    """
+    import torch
+
+    nnsight = import_nnsight()
+    plan_by_layer = {p.layer: p for p in plans}
+    layers_touched = sorted(set(plan_by_layer) | set(save_residual_layers))
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    with torch.no_grad(), lm.trace(inputs, remote=remote) as tracer:
+        acts = nnsight.save({})
+        resid = nnsight.save({})
+        layers = lm.model.layers
+        for layer in layers_touched:
+            module = layers[layer]
+            out = module.output
+            hidden = out[0] if isinstance(out, tuple) else out
+            lp = plan_by_layer.get(layer)
+            if lp is not None:
+                delta = _edit_delta(hidden, lp, masks)
+                if delta is not None:
+                    hidden = hidden + delta.to(hidden.dtype)
+                    if isinstance(out, tuple):
+                        module.output = (hidden,) + tuple(out[1:])
+                    else:
+                        module.output = hidden
+                if lp.read is not None:
+                    acts[layer] = encode_slice(hidden.to(lp.read.W_enc.dtype), lp.read).detach().cpu()
+            if layer in save_residual_layers:
+                resid[layer] = hidden.detach().cpu()
+        if stop_after_last:
+            tracer.stop()
+    return dict(acts), dict(resid)
+
+
+def scan_shapes(lm, text: str, layer: int) -> tuple[int, ...]:
+    """Shape of block ``layer``'s output for ``text`` without running weights (works on meta models)."""
+    with lm.scan(text):
+        out = lm.model.layers[layer].output
+        hidden = out[0] if isinstance(out, tuple) else out
+        shape = tuple(hidden.shape)
+    return shape
+
+
+def register_package_for_remote() -> None:
+    """Ship ``esr_analysis`` by value with remote requests (NDIF cannot import it otherwise)."""
+    import esr_analysis
+
+    nnsight = import_nnsight()
+    register = getattr(nnsight, "register", None)
+    if register is not None:
+        register(esr_analysis)

@@ -1,0 +1,60 @@
+"""Shared fixtures. Everything runs offline; nnsight deprecation warnings are errors (see pyproject)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def tiny_lm():
+    """A wrapped random-init tiny Llama (fresh per test: nnsight mutates the tokenizer)."""
+    from esr_analysis.testing import tiny_hf_model, tiny_tokenizer
+    from esr_analysis.tracing import wrap_model
+
+    return wrap_model(tiny_hf_model("llama"), tiny_tokenizer())
+
+
+@pytest.fixture
+def tiny_sae():
+    """A random ReLU sae-lens SAE matching the tiny models' width (64), 96 latents, non-trivial biases."""
+    import torch
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    from esr_analysis.testing import TINY_HIDDEN
+
+    torch.manual_seed(1)
+    sae = StandardSAE(StandardSAEConfig(d_in=TINY_HIDDEN, d_sae=96))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn_like(sae.W_enc) * 0.3)
+        sae.W_dec.copy_(torch.randn_like(sae.W_dec))
+        sae.b_enc.copy_(torch.randn_like(sae.b_enc) * 0.1)
+        sae.b_dec.copy_(torch.randn_like(sae.b_dec) * 0.1)
+    return sae
+
+
+def pytest_configure(config):
+    """Make nnsight deprecation warnings errors (imported here, after pytest's plugins, in a safe order)."""
+    from esr_analysis.tracing import import_nnsight
+
+    import_nnsight()
+    config.addinivalue_line("filterwarnings", "error::nnsight.NNsightDeprecationWarning")
+
+
+@pytest.fixture(scope="session")
+def embedded_qwen():
+    """The real embedded default model (Qwen2.5-Coder-0.5B-Instruct, fp32, CPU), loaded once per session.
+
+    Shared by all ``slow`` tests; don't mutate its weights. The first use on a machine builds the HF copy in
+    the user cache (``esr_analysis.paths.cache_dir()``), about a minute; later sessions load it in seconds.
+    """
+    from esr_analysis.models import DEFAULT_MODEL, load_model
+
+    return load_model(DEFAULT_MODEL, device="cpu")
