@@ -75,8 +75,22 @@ def test_manifest_identity_and_collect():
     assert m1.identity_diff(m2) == ["config"]
     later = m1.model_copy(update={"git_commit": "abc", "versions": {"torch": "9"}})
     assert m1.identity_diff(later) == []  # provenance is not identity
-    collected = s.RunManifest.collect(model_id="m", repo=REPO)
-    assert collected.started_at is not None and "pydantic" in collected.versions
+    collected = s.RunManifest.collect(model_id="m")
+    assert collected.started_at is not None and "pydantic" in collected.versions and "python" in collected.versions
+    assert s.RunManifest.collect(git_commit=None).git_commit is None
+
+
+def test_requested_and_resolved_interventions_share_a_key():
+    requested = {"kind": "add_latent", "latent": 4, "strength": 7, "layer": 2, "scope": "all", "unit": "sae"}
+    resolved = {"kind": "add_latent", "latent": 4, "layer": 2, "scope": "all", "unit": "sae", "strength_given": 7.0,
+                "strength_sae": 7.0, "delta_norm": 3.2, "median_residual_norm": 11.0, "sae": "x"}
+    assert s.intervention_key(requested) == s.intervention_key(resolved)
+    a = make_trial(1, interventions=[requested])
+    assert make_trial(1, interventions=[resolved]).trial_id == a.trial_id
+    assert make_trial(1, interventions=[dict(requested, strength=8)]).trial_id != a.trial_id
+    abl = [{"kind": "ablate_latents", "latents": [9, 3], "layer": 2, "scope": "all"}]
+    assert make_trial(1, interventions=abl).trial_id == make_trial(
+        1, interventions=[dict(abl[0], latents=[3, 9], sae="s")]).trial_id
 
 
 def test_trial_from_generation_duck_typed():
@@ -97,6 +111,38 @@ def test_trial_from_generation_duck_typed():
                                     interventions=t.interventions).trial_id
     failed = s.trial_from_generation(gen, experiment="exp1", grade={"raw_response": "?", "error": "bad json"})
     assert failed.error == "bad json"
+    with pytest.raises(ValueError, match="spec= or experiment="):
+        s.trial_from_generation(gen)
+
+
+def test_trial_from_real_generation_result_and_grade(tmp_path):
+    """The store takes the lead's GenerationResult and the judge's Grade without importing them."""
+    from esr_analysis.generation import GenerationResult
+    from esr_analysis.interventions import AddLatent, ResolvedIntervention
+    from esr_analysis.judge.base import Attempt, Grade
+    from esr_analysis.sampling import SamplingSettings
+
+    request = AddLatent(latent=11, strength=2.5, layer=1)
+    spec = s.Trial(experiment="exp1", prompt="How do I boil an egg?", latent=11, boost=2.5, seed=42,
+                   layers=s.Layers(steer=1), interventions=[request.model_dump()])
+    resolved = ResolvedIntervention(kind="add_latent", layer=1, scope="all", latent=11, unit="sae",
+                                    strength_given=2.5, strength_sae=2.5, delta_norm=0.7, median_residual_norm=3.0)
+    gen = GenerationResult(prompt=spec.prompt, chat_input="<chat>", input_ids=[1, 2, 3], output_ids=[4, 5],
+                           text="Boil it. Wait, no: simmer it.", seed=42, interventions=[resolved],
+                           settings=SamplingSettings(temperature=0.6), model="tiny", versions={},
+                           stopped_by_eos=True)
+    grade = Grade(attempts=[Attempt(text="Boil it.", score=20), Attempt(text="simmer it.", score=80)],
+                  raw_response="<json>...</json>", judge_id="offline", rubric_hash="abc")
+    t = s.trial_from_generation(gen, spec=spec, grade=grade)
+    assert t.trial_id == spec.trial_id  # resuming skips it
+    assert s.trial_from_generation(gen, experiment="exp1", grade=grade).trial_id == spec.trial_id
+    assert t.interventions[0]["strength_sae"] == 2.5 and t.meta == {"model": "tiny", "stopped_by_eos": True}
+    assert t.grade["attempts"][1] == {"text": "simmer it.", "score": 80.0} and t.settings["temperature"] == 0.6
+    with s.open_run(tmp_path / "r", manifest()) as run:
+        run.append(t)
+    assert metrics.esr_rate(s.load_run(tmp_path / "r"), n_boot=0).count == 1
+    with pytest.raises(ValueError, match="does not match"):
+        s.trial_from_generation(gen, spec=spec.model_copy(update={"seed": 7}), grade=grade)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,8 +405,8 @@ def test_authors_reader_maps_fields():
     assert (t0.experiment, t0.condition, t0.latent, t0.boost, t0.unit, t0.seed) == (
         "authors", "steered", 101, 7.31, "sae", 4242)
     assert t0.latent_label == "Medieval castle architecture"
-    assert t0.interventions == [{"kind": "add_latent", "latent": 101, "strength": 7.31, "layer": None,
-                                 "scope": "all", "unit": "sae"}]
+    assert t0.interventions == [{"kind": "add_latent", "latent": 101, "layer": None, "scope": "all", "unit": "sae",
+                                 "strength_given": 7.31, "strength_sae": 7.31}]
     assert t0.grade["judge_id"] == "claude-haiku-4-5-20251001"
     assert [a["score"] for a in t0.grade["attempts"]] == [10, 85]
     assert t0.grade["attempts"][0]["text"].startswith("The keep")

@@ -120,8 +120,8 @@ def read_authors_results(path: str | Path, *, strict: bool = True) -> tuple[list
                 boost = raw.get("threshold")
                 interventions: list[dict[str, Any]] = []
                 if not no_steering and boost is not None and latent is not None:
-                    interventions.append({"kind": "add_latent", "latent": latent, "strength": boost, "layer": None,
-                                          "scope": "all", "unit": "sae"})
+                    interventions.append({"kind": "add_latent", "latent": latent, "layer": None, "scope": "all",
+                                          "unit": "sae", "strength_given": boost, "strength_sae": boost})
                 if ablated:
                     interventions.append({"kind": "ablate_latents", "latents": list(ablated), "layer": None,
                                           "scope": "all"})

@@ -3,8 +3,10 @@
 These models are self-contained: interventions and judge grades are stored as plain dicts, so this module
 imports neither the judge nor nnsight.  Shapes:
 
-* an intervention dict is ``model_dump()`` of an :mod:`esr_analysis.interventions` record, e.g.
-  ``{"kind": "add_latent", "latent": 3, "strength": 7.5, "layer": 33, "scope": "all", "unit": "sae"}``;
+* an intervention dict is ``model_dump()`` of a resolved intervention record (what was applied), e.g.
+  ``{"kind": "add_latent", "latent": 3, "layer": 33, "scope": "all", "unit": "sae", "strength_given": 7.5,
+  "strength_sae": 7.5, ...}`` or ``{"kind": "ablate_latents", "latents": [...], "layer": 33, "scope": "all"}``
+  (a plain ``strength`` key is also understood);
 * a grade dict is ``model_dump()`` of a judge ``Grade``: ``{"attempts": [{"text": str, "score": number|null}],
   "raw_response": str|null, "error": str|null, "judge_id": str, "rubric_hash": str}``.
 
@@ -16,24 +18,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
-    "DEFAULT_VERSION_PACKAGES",
+    "ANALYSIS_PACKAGES",
     "KEY_FIELDS",
     "Layers",
     "RunConfig",
     "RunManifest",
     "Trial",
     "canonical_json",
-    "current_git_commit",
-    "library_versions",
+    "intervention_key",
     "trial_from_generation",
     "trial_key",
     "utcnow",
@@ -54,10 +54,7 @@ KEY_FIELDS: tuple[str, ...] = (
 )
 """Fields whose content defines a trial's identity (``trial_id``); outputs (response, grade, ...) are not."""
 
-DEFAULT_VERSION_PACKAGES: tuple[str, ...] = (
-    "esr-analysis", "torch", "transformers", "nnsight", "sae-lens", "numpy", "pandas", "pydantic",
-    "anthropic", "openai", "sentence-transformers",
-)
+ANALYSIS_PACKAGES: tuple[str, ...] = ("numpy", "scipy", "pandas", "pydantic")
 
 
 def utcnow() -> datetime:
@@ -70,9 +67,28 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
 
 
+def intervention_key(intervention: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity of one intervention dict: what was *asked for*, so that a requested intervention
+    (``AddLatent(...).model_dump()``: ``strength``) and its resolved record (``strength_given`` plus derived
+    norms) give the same key.  Keys: kind, layer, scope, latent, latents (sorted), unit, strength, vector name."""
+    strength = intervention.get("strength", intervention.get("strength_given"))
+    latents = intervention.get("latents")
+    return {
+        "kind": intervention.get("kind"),
+        "layer": intervention.get("layer"),
+        "scope": intervention.get("scope"),
+        "latent": intervention.get("latent"),
+        "latents": sorted(latents) if latents is not None else None,
+        "unit": intervention.get("unit"),
+        "strength": float(strength) if strength is not None else None,
+        "vector": intervention.get("vector_name", intervention.get("name")),
+    }
+
+
 def trial_key(**fields: Any) -> str:
     """Deterministic trial id: ``"t-"`` + the first 32 hex digits of SHA-256 over the canonical JSON of the
-    :data:`KEY_FIELDS` (missing ones count as null; ``layers`` as a dict of steer/ablate/read)."""
+    :data:`KEY_FIELDS` (missing ones count as null; ``layers`` as a dict of steer/ablate/read;
+    ``boost`` as a float; each intervention reduced by :func:`intervention_key`)."""
     unknown = set(fields) - set(KEY_FIELDS)
     if unknown:
         raise ValueError(f"trial_key got non-key fields {sorted(unknown)}; key fields are {KEY_FIELDS}")
@@ -85,7 +101,10 @@ def trial_key(**fields: Any) -> str:
             value = float(value)
         payload[name] = value
     payload["layers"] = payload["layers"] or Layers().model_dump(mode="json")
-    payload["interventions"] = payload["interventions"] or []
+    payload["interventions"] = [
+        intervention_key(i.model_dump(mode="json") if isinstance(i, BaseModel) else i)
+        for i in payload["interventions"] or []
+    ]
     payload["key_extra"] = payload["key_extra"] or {}
     return "t-" + hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
 
@@ -199,42 +218,30 @@ class RunManifest(BaseModel):
         return [name for name in self.IDENTITY_FIELDS if canonical_json(a[name]) != canonical_json(b[name])]
 
     @classmethod
-    def collect(cls, *, repo: str | Path | None = None, packages: tuple[str, ...] = DEFAULT_VERSION_PACKAGES,
-                **fields: Any) -> RunManifest:
-        """A manifest with provenance filled in: git commit of ``repo`` (default: this package's checkout),
-        installed versions of ``packages`` and ``started_at`` = now; ``fields`` are the rest."""
-        fields.setdefault("git_commit", current_git_commit(repo))
-        fields.setdefault("versions", library_versions(packages))
+    def collect(cls, **fields: Any) -> RunManifest:
+        """A manifest with provenance filled in (unless given): ``git_commit`` of this checkout and
+        ``versions`` (:mod:`esr_analysis.provenance`, plus numpy/scipy/pandas/pydantic), ``started_at`` = now."""
+        if "git_commit" not in fields:
+            from ..provenance import git_commit
+
+            fields["git_commit"] = git_commit()
+        fields.setdefault("versions", _analysis_versions())
         fields.setdefault("started_at", utcnow())
         return cls(**fields)
 
 
-def library_versions(packages: tuple[str, ...] = DEFAULT_VERSION_PACKAGES) -> dict[str, str]:
-    """Installed distribution versions of ``packages`` (missing ones are left out); imports nothing."""
-    out: dict[str, str] = {}
-    for name in packages:
+def _analysis_versions() -> dict[str, str]:
+    """Versions of the packages the pipeline's results depend on: those recorded by
+    :func:`esr_analysis.provenance.library_versions` plus the analysis stack (imports nothing heavy)."""
+    from ..provenance import library_versions
+
+    out = dict(library_versions())
+    for name in ANALYSIS_PACKAGES:
         try:
-            out[name] = metadata.version(name)
+            out.setdefault(name, metadata.version(name))
         except metadata.PackageNotFoundError:
             continue
     return out
-
-
-def current_git_commit(repo: str | Path | None = None) -> str | None:
-    """``git rev-parse HEAD`` of ``repo`` (default: the checkout holding this package), with ``+dirty``
-    appended when tracked files have uncommitted changes; ``None`` outside a git checkout."""
-    cwd = Path(repo) if repo is not None else Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True,
-            timeout=10, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{head}+dirty" if dirty else head
 
 
 def _dump(obj: Any) -> Any:
@@ -245,8 +252,8 @@ def _dump(obj: Any) -> Any:
 def trial_from_generation(
     generation: Any,
     *,
-    experiment: str,
-    condition: str = "steered",
+    spec: Trial | None = None,
+    experiment: str | None = None,
     grade: Any = None,
     error: str | None = None,
     **fields: Any,
@@ -254,36 +261,52 @@ def trial_from_generation(
     """Build a :class:`Trial` from a ``GenerationResult`` (read by attribute, not imported).
 
     Copies ``prompt, chat_input, input_ids, output_ids, text`` (as ``response``), ``seed``, ``settings`` and
-    ``interventions`` (as dicts).  When exactly one ``add_latent`` intervention is present and ``latent``,
-    ``boost``, ``unit``, ``scope`` or ``layers`` are not given, they are taken from it.  ``grade`` may be a
-    judge ``Grade`` or a dict; a grade's ``error`` is also copied to the trial's ``error`` unless given.
+    ``interventions`` (the resolved records, as dicts); ``model`` and ``stopped_by_eos`` go into ``meta``.
+    ``grade`` may be a judge ``Grade`` or a dict; a grade's ``error`` is copied to the trial's ``error``
+    unless ``error`` is given.
+
+    With ``spec`` (the :class:`Trial` made before generating, whose id was checked with
+    :meth:`RunWriter.is_done`): the identity fields and ``trial_id`` come from ``spec``; a generation
+    whose prompt or seed differs from it raises ``ValueError``.  Without ``spec``, ``experiment`` is required
+    and, when exactly one ``add_latent`` intervention is present, ``latent``, ``boost`` (its
+    ``strength_given``, in its ``unit``), ``unit``, ``scope`` and ``layers`` default to its values.
     """
     interventions = [_dump(i) for i in (getattr(generation, "interventions", None) or [])]
+    grade_dict = _dump(grade) if grade is not None else None
+    if error is None and isinstance(grade_dict, dict):
+        error = grade_dict.get("error")
+    gen_meta = {n: getattr(generation, n) for n in ("model", "stopped_by_eos") if getattr(generation, n, None) is not None}
+    outputs: dict[str, Any] = {
+        "chat_input": getattr(generation, "chat_input", None),
+        "input_ids": list(getattr(generation, "input_ids", None) or []) or None,
+        "output_ids": list(getattr(generation, "output_ids", None) or []) or None,
+        "response": getattr(generation, "text", None),
+        "settings": _dump(getattr(generation, "settings", None)),
+        "interventions": interventions,
+        "grade": grade_dict,
+        "error": error,
+    }
+    if spec is not None:
+        gen_seed = getattr(generation, "seed", None)
+        if generation.prompt != spec.prompt or (spec.seed is not None and gen_seed != spec.seed):
+            raise ValueError(
+                f"generation (prompt {generation.prompt[:40]!r}, seed {gen_seed}) does not match trial spec "
+                f"{spec.trial_id} (prompt {spec.prompt[:40]!r}, seed {spec.seed})"
+            )
+        update = {**outputs, "seed": gen_seed, "meta": {**spec.meta, **gen_meta, **fields.pop("meta", {})}, **fields}
+        return Trial.model_validate({**spec.model_dump(), **update, "trial_id": spec.trial_id})
+    if experiment is None:
+        raise ValueError("trial_from_generation needs spec= or experiment=")
     adds = [i for i in interventions if isinstance(i, dict) and i.get("kind") == "add_latent"]
     ablates = [i for i in interventions if isinstance(i, dict) and i.get("kind") == "ablate_latents"]
     if len(adds) == 1:
         add = adds[0]
         fields.setdefault("latent", add.get("latent"))
-        fields.setdefault("boost", add.get("strength"))
+        fields.setdefault("boost", add.get("strength_given", add.get("strength")))
         fields.setdefault("unit", add.get("unit"))
         fields.setdefault("scope", add.get("scope"))
         if "layers" not in fields:
             fields["layers"] = Layers(steer=add.get("layer"), ablate=ablates[0].get("layer") if ablates else None)
-    grade_dict = _dump(grade) if grade is not None else None
-    if error is None and isinstance(grade_dict, dict):
-        error = grade_dict.get("error")
-    return Trial(
-        experiment=experiment,
-        condition=condition,
-        prompt=generation.prompt,
-        chat_input=getattr(generation, "chat_input", None),
-        input_ids=list(getattr(generation, "input_ids", None) or []) or None,
-        output_ids=list(getattr(generation, "output_ids", None) or []) or None,
-        response=getattr(generation, "text", None),
-        seed=getattr(generation, "seed", None),
-        settings=_dump(getattr(generation, "settings", None)),
-        interventions=interventions,
-        grade=grade_dict,
-        error=error,
-        **fields,
-    )
+    meta = {**gen_meta, **(fields.pop("meta", None) or {})}
+    return Trial(experiment=experiment, prompt=generation.prompt, seed=getattr(generation, "seed", None),
+                 meta=meta, **outputs, **fields)
