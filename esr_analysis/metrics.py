@@ -26,7 +26,8 @@ reason: ``"error"``, ``"ungraded"``, ``"no_scored_attempts"`` (and ``"degraded"`
 
 Uncertainty
 -----------
-Rates carry a **Wilson** score interval (no continuity correction) and means a Student-t interval
+Rates carry a **Wilson** score interval (no continuity correction; the authors' Wald interval is available as
+:func:`wald_interval` to reproduce their figures) and means a Student-t interval
 (``mean +- t_{n-1} * sd / sqrt(n)``, ddof 1).  Both treat trials as independent, which they are not:
 each latent contributes several trials.  Every estimate therefore also carries a percentile **bootstrap
 interval clustered by latent**: latents (not trials) are resampled with replacement, seeded, and the
@@ -76,6 +77,7 @@ __all__ = [
     "last_score",
     "mean_improvement",
     "multi_attempt_rate",
+    "per_trial",
     "prepare_trials",
     "ratio",
     "relative_reduction",
@@ -83,6 +85,7 @@ __all__ = [
     "scored_attempts",
     "summarize",
     "t_interval",
+    "wald_interval",
     "wilson_interval",
 ]
 
@@ -313,6 +316,42 @@ def prepare_trials(
     return ValidTrials(trials=tuple(out), excluded=dict(excluded))
 
 
+def per_trial(trials: TrialsLike, *, cluster_key: str = "latent") -> pd.DataFrame:
+    """One row per input trial (same order) with the per-trial quantities behind every metric.
+
+    Columns: ``cluster`` (the ``cluster_key`` value), ``excluded`` (the exclusion reason, or ``None`` for a
+    valid trial), ``k``, ``s1``, ``sk``, ``multi_attempt`` (k > 1), ``improvement`` (s_k - s_1, multi-attempt
+    only), ``improved`` (s_k > s_1, multi-attempt only), ``esr`` (k > 1 and s_k > s_1), ``degraded``
+    (:func:`is_degraded`, ``None`` without a response).  Quantities are null for excluded trials.
+    """
+    import pandas as pd
+
+    out = []
+    for row in _rows(trials):
+        reason, scores = score_trial(row)
+        text = row.get("response")
+        rec: dict[str, Any] = {
+            "cluster": None if _missing(row.get(cluster_key)) else row.get(cluster_key),
+            "excluded": reason,
+            "k": None, "s1": None, "sk": None, "multi_attempt": None, "improvement": None, "improved": None,
+            "esr": None, "degraded": is_degraded(text) if isinstance(text, str) else None,
+        }
+        if reason is None and scores is not None:
+            k, s1, sk = scores if isinstance(scores, tuple) else (len(scores), scores[0], scores[-1])
+            rec.update(k=int(k), s1=float(s1), sk=float(sk), multi_attempt=k > 1,
+                       improvement=(sk - s1) if k > 1 else None, improved=(sk > s1) if k > 1 else None,
+                       esr=bool(k > 1 and sk > s1))
+        out.append(rec)
+    df = pd.DataFrame(out, columns=["cluster", "excluded", "k", "s1", "sk", "multi_attempt", "improvement",
+                                    "improved", "esr", "degraded"])
+    df["k"] = df["k"].astype("Int64")
+    for col in ("s1", "sk", "improvement"):
+        df[col] = df[col].astype("float64")
+    for col in ("multi_attempt", "improved", "esr", "degraded"):
+        df[col] = df[col].astype("boolean")
+    return df
+
+
 # --------------------------------------------------------------------------------------------------
 # Intervals
 # --------------------------------------------------------------------------------------------------
@@ -348,6 +387,19 @@ def wilson_interval(count: int, n: int, confidence: float = 0.95) -> tuple[float
     return low, high
 
 
+def wald_interval(count: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wald (normal-approximation) interval ``p +- z * sqrt(p(1-p)/n)``, **unclipped**: the authors'
+    interval, provided only to reproduce their figures (it collapses to zero width at 0 % and 100 % and
+    undercovers near them; prefer :func:`wilson_interval`).  ``(nan, nan)`` when ``n == 0``."""
+    if n < 0 or count < 0 or count > n:
+        raise ValueError(f"need 0 <= count <= n, got count={count}, n={n}")
+    if n == 0:
+        return math.nan, math.nan
+    p = count / n
+    half = _z(confidence) * math.sqrt(p * (1 - p) / n)
+    return p - half, p + half
+
+
 def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     """Student-t interval for a mean: ``mean +- t_{n-1, (1+confidence)/2} * sd / sqrt(n)`` (sd with ddof 1).
 
@@ -358,10 +410,10 @@ def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -
     _z(confidence)  # validates confidence
     if n < 2:
         return math.nan, math.nan
-    from scipy.stats import t as student_t  # lazy: scipy is slow to import
+    from scipy.special import stdtrit  # lazy; the t quantile (scipy.stats itself is slow to import)
 
     mean = float(x.mean())
-    half = float(student_t.ppf(0.5 + confidence / 2, n - 1)) * float(x.std(ddof=1)) / math.sqrt(n)
+    half = float(stdtrit(n - 1, 0.5 + confidence / 2)) * float(x.std(ddof=1)) / math.sqrt(n)
     return mean - half, mean + half
 
 

@@ -215,6 +215,23 @@ def test_wilson_rejects_bad_input():
     assert all(math.isnan(x) for x in m.wilson_interval(0, 0))
 
 
+def test_wald_interval_is_the_authors_formula():
+    low, high = m.wald_interval(30, 100)
+    half = 1.959963984540054 * math.sqrt(0.3 * 0.7 / 100)
+    assert (low, high) == pytest.approx((0.3 - half, 0.3 + half), abs=1e-12)
+    assert m.wald_interval(0, 50) == (0.0, 0.0)  # the degenerate case Wilson fixes
+    assert m.wilson_interval(0, 50)[1] > 0.05
+
+
+def test_per_trial_table(hand_trials):
+    table = m.per_trial(hand_trials)
+    assert len(table) == len(hand_trials)
+    assert list(table["excluded"].iloc[6:]) == ["error", "no_scored_attempts", "no_scored_attempts", "ungraded"]
+    assert table["esr"].sum() == 2 and table["multi_attempt"].sum() == 4 and table["improved"].sum() == 2
+    assert table.loc[4, "k"] == 3 and table.loc[4, "improvement"] == 80
+    assert pd.isna(table.loc[1, "improvement"]) and table.loc[2, "degraded"]
+
+
 def test_t_interval_known_answer_and_scipy():
     low, high = m.t_interval([1, 2, 3, 4, 5])
     assert (low, high) == pytest.approx((1.0367568385224, 4.9632431614776), abs=1e-9)
