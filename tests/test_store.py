@@ -411,13 +411,16 @@ def test_authors_reader_maps_fields():
     assert [a["score"] for a in t0.grade["attempts"]] == [10, 85]
     assert t0.grade["attempts"][0]["text"].startswith("The keep")
     assert trials[2].error == "Failed to parse judge response as JSON"
-    assert t0.meta["feature_threshold"] == 7.31
+    assert t0.meta["feature_threshold"] == 7.31 and t0.meta["model_name"] == "meta-llama/Meta-Llama-3.3-70B-Instruct"
+    assert report.header["experiment_config"]["target_score_normalized"] == 0.3
     assert len({t.trial_id for t in trials}) == 6
 
 
 def test_authors_schema_rescored_with_our_metrics():
     with pytest.warns(UserWarning):
         df = s.load_authors_results([AUTHORS_SAMPLE])
+    assert set(df["model_name"]) == {"meta-llama/Meta-Llama-3.3-70B-Instruct"}
+    assert set(df["source_file"]) == {AUTHORS_SAMPLE.name}
     table = metrics.summarize(df, n_boot=200).set_index("metric")
     assert table.loc["esr_rate", ["count", "n", "excluded"]].tolist() == [1, 4, 2]
     assert table.loc["esr_rate", "excluded_detail"] == "error=1, no_scored_attempts=1"

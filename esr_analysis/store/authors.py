@@ -90,7 +90,9 @@ def read_authors_results(path: str | Path, *, strict: bool = True) -> tuple[list
             f"{p}: not an authors' result file (expected an object with a 'results_by_feature' list)",
             [LoadProblem(str(p), None, "foreign", "missing results_by_feature")],
         )
+    report.header = {k: v for k, v in doc.items() if k != "results_by_feature"}
     config = doc.get("experiment_config") or {}
+    model_name = config.get("model_name")
     judge_id = config.get("judge_model_name")
     no_steering = bool(config.get("disable_steering"))
     ablated = doc.get("ablated_latents") or []
@@ -143,6 +145,8 @@ def read_authors_results(path: str | Path, *, strict: bool = True) -> tuple[list
                     error=raw.get("error"),
                     meta={
                         "source": "authors",
+                        "source_file": p.name,
+                        "model_name": model_name,
                         "feature_threshold": feature.get("threshold"),
                         "feature_error": feature.get("error"),
                         **({"extra": extra} if extra else {}),
@@ -166,8 +170,10 @@ def read_authors_results(path: str | Path, *, strict: bool = True) -> tuple[list
 
 def load_authors_results(paths: str | Path | Iterable[str | Path], *, strict: bool = True) -> pd.DataFrame:
     """One or more authors' result files as one DataFrame (the columns of
-    :func:`~esr_analysis.store.trials_to_frame`), ready for :func:`esr_analysis.metrics.summarize`.
-    ``df.attrs["load_reports"]`` holds one :class:`LoadReport` per file."""
+    :func:`~esr_analysis.store.trials_to_frame` plus ``model_name`` and ``source_file``), ready for
+    :func:`esr_analysis.metrics.summarize` (group pooled files with ``by="model_name"``: latent indices are
+    only comparable within one model's SAE).  ``df.attrs["load_reports"]`` holds one :class:`LoadReport`
+    per file, with the file's header (config etc.)."""
     path_list = [paths] if isinstance(paths, str | Path) else list(paths)
     all_trials: list[Trial] = []
     reports: list[LoadReport] = []
@@ -176,5 +182,7 @@ def load_authors_results(paths: str | Path | Iterable[str | Path], *, strict: bo
         all_trials.extend(trials)
         reports.append(report)
     df = trials_to_frame(all_trials)
+    df["model_name"] = [t.meta.get("model_name") for t in all_trials]
+    df["source_file"] = [t.meta.get("source_file") for t in all_trials]
     df.attrs["load_reports"] = reports
     return df

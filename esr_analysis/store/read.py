@@ -78,6 +78,8 @@ class LoadReport:
     n_lines: int = 0
     n_records: int = 0
     problems: list[LoadProblem] = field(default_factory=list)
+    header: dict[str, Any] = field(default_factory=dict)
+    """File-level data outside the records (the authors' ``experiment_config``, ``ablated_latents``, ...)."""
 
     @property
     def fatal(self) -> list[LoadProblem]:
