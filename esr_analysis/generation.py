@@ -479,3 +479,37 @@ def replay(
         bar.update(len(idx))
     bar.close()
     return out
+
+
+def read_residuals(
+    model,
+    prompts: Sequence[str],
+    layer: int,
+    *,
+    interventions=None,
+    sae=None,
+    chat: bool = True,
+    remote: bool | str = False,
+) -> list[Any]:
+    """Block ``layer``'s output ``[T_i, d_model]`` for each chat-formatted prompt, after the interventions.
+
+    Interventions apply with the replay scopes (the whole input counts as prompt). This is the
+    remote-friendly way to get residuals for local SAE encoding (e.g. detector discovery on 70B).
+    """
+    from esr_analysis import tracing
+
+    rows = _normalise_rows(prompts, interventions)
+    validate(model, rows, sae, None)
+    _, n_layers, _ = _model_facts(model)
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+    if remote:
+        tracing.register_package_for_remote()
+    seqs = [format_chat(model.tokenizer, p, chat=chat)[1] for p in prompts]
+    _, addends, ablations = _resolve(model, rows, sae)
+    plans = _build_plans(model, sae, addends, ablations, None, len(rows))
+    ids, mask = _pad(seqs, model.tokenizer)
+    _, resid = tracing.forward_with_plan(model, ids, mask, plans, tracing.step0_masks(mask),
+                                         save_residual_layers=(layer,), stop_after_last=True, remote=remote)
+    T = ids.shape[1]
+    return [resid[layer][b, T - len(s):].float() for b, s in enumerate(seqs)]
