@@ -225,6 +225,11 @@ def _missing(value: Any) -> bool:
     return type(value).__name__ in ("NAType", "NaTType")
 
 
+def _truthy(value: Any) -> bool:
+    """A flag that may be a Python/numpy bool or a pandas missing marker (missing counts as true)."""
+    return True if _missing(value) else bool(value)
+
+
 def _as_mapping(obj: Any) -> Mapping[str, Any]:
     if isinstance(obj, Mapping):
         return obj
@@ -264,7 +269,7 @@ def score_trial(row: Mapping[str, Any]) -> tuple[str | None, list[float] | tuple
         scores: Any = scored_attempts(grade)
     elif "scores" in row and not _missing(row.get("scores")):
         scores = [s for s in (_as_score(v) for v in row["scores"]) if s is not None]
-    elif "n_attempts" in row and row.get("graded", True) is not False and not _missing(row.get("n_attempts")):
+    elif "n_attempts" in row and _truthy(row.get("graded", True)) and not _missing(row.get("n_attempts")):
         k = int(row["n_attempts"])
         s1, sk = _as_score(row.get("first_score")), _as_score(row.get("last_score"))
         if k < 1 or s1 is None or sk is None:
@@ -886,7 +891,8 @@ def summarize(
         missing = [k for k in keys if k not in row]
         if missing:
             raise ValueError(f"cannot group by {missing}: not a trial field")
-        groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+        key = tuple(None if _missing(row.get(k)) else row.get(k) for k in keys)  # NaN != NaN: one null group
+        groups.setdefault(key, []).append(row)
     if not groups:
         groups[tuple(None for _ in keys)] = []
     table: list[dict[str, Any]] = []

@@ -137,12 +137,13 @@ def test_flattened_dataframe_gives_same_numbers(hand_trials):
                 "error": t["error"],
                 "response": t["response"],
                 "graded": t["grade"] is not None,
-                "n_attempts": len(scores) if t["grade"] is not None else None,
+                "n_attempts": len(scores),  # 0 when ungraded: the graded flag must decide
                 "first_score": scores[0] if scores else None,
                 "last_score": scores[-1] if scores else None,
             }
         )
     df = pd.DataFrame(rows).astype({"n_attempts": "Int64"})
+    assert isinstance(df["graded"].to_list()[-1], bool | np.bool_)
     for name in m.SUMMARY_METRICS:
         a = m._estimate(df, name, exclude_degraded=False, n_boot=200, seed=3, confidence=0.95)
         b = m._estimate(hand_trials, name, exclude_degraded=False, n_boot=200, seed=3, confidence=0.95)
@@ -165,6 +166,9 @@ def test_summarize_table(hand_trials):
     assert list(grouped["n"]) == [6, 2]
     with pytest.raises(ValueError, match="unknown metric"):
         m.summarize(hand_trials, metrics=["nope"])
+    # missing group values (NaN in a DataFrame) form one group, not one per row
+    df = pd.DataFrame([dict(t, boost=float("nan")) for t in hand_trials])
+    assert len(m.summarize(df, by="boost", metrics=["esr_rate"], **FAST)) == 1
 
 
 def test_empty_and_degenerate_inputs():

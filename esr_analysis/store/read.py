@@ -218,9 +218,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _trial_row(t: Trial) -> dict[str, Any]:
-    from ..metrics import scored_attempts
-
+def _trial_row(t: Trial, scored_attempts: Any) -> dict[str, Any]:
     grade = t.grade
     scores = scored_attempts(grade) if grade is not None else None
     grade_error = grade.get("error") if grade else None
@@ -266,7 +264,9 @@ def trials_to_frame(trials: Iterable[Trial]) -> pd.DataFrame:
     """
     import pandas as pd
 
-    df = pd.DataFrame([_trial_row(t) for t in trials], columns=list(FRAME_COLUMNS))
+    from ..metrics import scored_attempts  # the metrics' own reading of a grade
+
+    df = pd.DataFrame([_trial_row(t, scored_attempts) for t in trials], columns=list(FRAME_COLUMNS))
     for col in ("latent", "seed", "n_attempts", "n_interventions", "n_output_tokens"):
         df[col] = df[col].astype("Int64")
     for col in ("boost", "first_score", "last_score"):
