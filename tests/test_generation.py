@@ -112,6 +112,27 @@ def test_added_delta_matches_scope_and_reference(tiny_lm, tiny_sae, scope):
     assert rec.strength_relative == pytest.approx(rec.delta_norm / rec.median_residual_norm, rel=1e-6)
 
 
+@pytest.fixture(params=["llama", "qwen2", "gemma2", "gemma3"])
+def arch_lm(request):
+    from esr_analysis.testing import tiny_hf_model, tiny_tokenizer
+    from esr_analysis.tracing import wrap_model
+
+    return wrap_model(tiny_hf_model(request.param), tiny_tokenizer())
+
+
+def test_steering_matches_hook_reference_on_every_tiny_architecture(arch_lm, tiny_sae):
+    hf = hf_module(arch_lm)
+    d = tiny_sae.W_dec[11].detach()
+    res = generate(arch_lm, PROMPTS, interventions=[AddLatent(latent=11, strength=2.0, layer=0)], sae=tiny_sae,
+                   settings=GREEDY, progress=False)
+    ids, mask = _plain_inputs(arch_lm, PROMPTS)
+    ref = _hook_generate(hf, ids, mask, 0, 2.0 * d, "all")
+    plain = hf.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=N, min_new_tokens=N,
+                        pad_token_id=0, eos_token_id=2)[:, ids.shape[1]:]
+    assert [r.output_ids for r in res] == ref.tolist()
+    assert ref.tolist() != plain.tolist()  # the steering changed something
+
+
 def test_strength_zero_reproduces_plain_hf_generate(tiny_lm, tiny_sae):
     hf = hf_module(tiny_lm)
     res = generate(tiny_lm, PROMPTS, interventions=[AddLatent(latent=3, strength=0.0, layer=1)], sae=tiny_sae,
