@@ -95,7 +95,7 @@ def _model_facts(model) -> tuple[str, int, int]:
 
         spec = spec_of(model)
         return spec.name, spec.n_layers, spec.d_model
-    except (ImportError, KeyError, LookupError, AttributeError):
+    except (ImportError, LookupError, AttributeError, ValueError):
         from esr_analysis.tracing import hf_module
 
         cfg = hf_module(model).config

@@ -229,13 +229,46 @@ def forward_with_plan(
     return dict(acts), dict(resid)
 
 
+def forward_with_residual_replaced(
+    lm,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layer: int,
+    residual: torch.Tensor | None,
+    *,
+    remote: bool | str = False,
+) -> torch.Tensor:
+    """Logits ``[B, T, V]`` of a forward pass whose block-``layer`` output is *replaced* by ``residual``.
+
+    ``residual`` is ``[B, T, D]`` (cast to the model's dtype); ``None`` runs the unedited model. Used to
+    measure an SAE's CE loss recovered (reconstruction or zeros in place of the residual).
+    """
+    import torch
+
+    nnsight = import_nnsight()
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    with torch.no_grad(), lm.trace(inputs, remote=remote):
+        if residual is not None:
+            module = lm.model.layers[layer]
+            out = module.output
+            hidden = out[0] if isinstance(out, tuple) else out
+            new = residual.to(device=hidden.device, dtype=hidden.dtype)
+            if isinstance(out, tuple):
+                module.output = (new,) + tuple(out[1:])
+            else:
+                module.output = new
+        logits = nnsight.save(lm.output.logits.detach().cpu())
+    return logits
+
+
 def scan_shapes(lm, text: str, layer: int) -> tuple[int, ...]:
     """Shape of block ``layer``'s output for ``text`` without running weights (works on meta models)."""
+    nnsight = import_nnsight()
     with lm.scan(text):
         out = lm.model.layers[layer].output
         hidden = out[0] if isinstance(out, tuple) else out
-        shape = tuple(hidden.shape)
-    return shape
+        shape = nnsight.save(tuple(hidden.shape))
+    return tuple(shape)
 
 
 def register_package_for_remote() -> None:
