@@ -19,8 +19,10 @@ seen so far for that item (0 for the first). Kinds (:data:`FAULT_KINDS`):
 * ``"malformed"``: status 200 with a truncated, invalid JSON body
 * ``"no_tags"``: a valid verdict as bare JSON without ``<json>`` tags
 * ``"prose"``: judge text with no JSON at all
+* ``"400"`` (never drawn by :func:`random_faults` by default): status 400 with :attr:`JudgeServer.error_message`
 
-Every request is recorded in :attr:`JudgeServer.records` (thread-safe). Run as a script
+Every request is recorded in :attr:`JudgeServer.records` (thread-safe), and :attr:`JudgeServer.max_in_flight`
+is the largest number of requests handled at once. Run as a script
 (``python tests/judge_server.py --latency 0.1``) it serves until killed and prints ``PORT <n>`` first.
 """
 
@@ -131,6 +133,15 @@ class _Handler(BaseHTTPRequestHandler):
             js.attempts_by_item[item] = attempt_no + 1
             fault = js.faults(item, attempt_no)
             js.records.append(RequestRecord(api, item, attempt_no, fault, time.monotonic(), auth, body))
+            js.in_flight += 1
+            js.max_in_flight = max(js.max_in_flight, js.in_flight)
+        try:
+            self._answer(js, api, body, item, fault)
+        finally:
+            with js.lock:
+                js.in_flight -= 1
+
+    def _answer(self, js: JudgeServer, api: str, body: dict, item: str, fault: str | None) -> None:
         if js.latency_s:
             time.sleep(js.latency_s)
         if fault == "429":
@@ -145,8 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             self._send(200, b'{"id": "msg_01", "type": "message", "content": [{"type": "text", "te')
             return
-        if js.status_override is not None:
-            self._send(js.status_override, _error(api, "error", js.error_message))
+        if js.status_override is not None or fault == "400":
+            self._send(js.status_override or 400, _error(api, "invalid_request_error", js.error_message))
             return
         if fault == "no_tags":
             text = f"Feedback first. {verdict_json(item)} That is all."
@@ -228,6 +239,8 @@ class JudgeServer:
         self.lock = threading.Lock()
         self.records: list[RequestRecord] = []
         self.attempts_by_item: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self.port = self._httpd.server_address[1]

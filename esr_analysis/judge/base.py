@@ -15,7 +15,7 @@ Definitions
   read from the grade cache instead of being computed in this run.
 
 API keys are read from the environment only and are never stored in a grade: every text field of a
-grade passes through :func:`redact_secrets`.
+grade (raw response, error, attempt texts) passes through :func:`redact_secrets`.
 """
 
 from __future__ import annotations
@@ -113,6 +113,10 @@ class Grade(BaseModel):
             raise ValueError("a grade with an error carries no attempts")
         self.raw_response = redact_secrets(self.raw_response)
         self.error = redact_secrets(self.error)
+        for i, attempt in enumerate(self.attempts):
+            clean = redact_secrets(attempt.text)
+            if clean != attempt.text:
+                self.attempts[i] = Attempt(text=clean or "", score=attempt.score)
         return self
 
     @property

@@ -44,6 +44,19 @@ from esr_analysis.judge.parsing import parse_judge_output
 from esr_analysis.judge.rubric import SYSTEM_PROMPT, build_user_message, rubric_hash
 
 FATAL_STATUS = frozenset({401, 403, 404})
+SDK_INITIAL_RETRY_DELAY = 0.5  # the SDKs' exponential backoff: 0.5 s * 2**n, capped at 8 s
+SDK_MAX_RETRY_DELAY = 8.0
+
+
+def item_deadline(timeout: float, max_retries: int, max_retry_wait: float) -> float:
+    """Upper bound on one grading: ``max_retries + 1`` attempts of ``timeout`` seconds, plus for each
+    retry the longer of ``max_retry_wait`` (the largest ``retry-after`` we wait out) and the SDK's backoff
+    for that retry, plus 1 s of slack."""
+    waits = sum(
+        max(max_retry_wait, min(SDK_INITIAL_RETRY_DELAY * 2.0**n, SDK_MAX_RETRY_DELAY))
+        for n in range(max_retries)
+    )
+    return timeout * (max_retries + 1) + waits + 1.0
 
 
 class CompletionResult:
@@ -113,6 +126,8 @@ class LLMJudge(Judge):
             raise JudgeConfigError(f"max_tokens must be >= 16, got {max_tokens}")
         if concurrency < 1:
             raise JudgeConfigError(f"concurrency must be >= 1, got {concurrency}")
+        if max_retry_wait < 0:
+            raise JudgeConfigError(f"max_retry_wait must be >= 0 seconds, got {max_retry_wait}")
         self.model = model.strip()
         self.base_url = base_url
         self.timeout = float(timeout)
@@ -125,7 +140,7 @@ class LLMJudge(Judge):
         self._base_id = judge_id or f"{self.provider}:{self.model}"
         self.judge_id = self._base_id + (f"+{GATING_VERSION}" if self.gate else "")
         self.rubric_hash = rubric_hash()
-        self.item_deadline_s = self.timeout * (self.max_retries + 1) + max_retry_wait * self.max_retries + 5.0
+        self.item_deadline_s = item_deadline(self.timeout, self.max_retries, max_retry_wait)
         self.http_requests = 0  # HTTP requests sent by this judge (including SDK retries), all runs
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None

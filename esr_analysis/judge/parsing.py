@@ -5,7 +5,9 @@ Where the JSON is looked for, in order:
 1. each ``<json> ... </json>`` block, first to last (an unclosed ``<json>`` runs to the end of the text);
    the first block that parses and validates wins;
 2. otherwise the span from the first ``{`` to the last ``}`` of the whole text (so surrounding prose and
-   code fences are ignored).
+   code fences are ignored);
+3. otherwise each JSON object that starts at a ``{`` of the text (decoded with ``raw_decode``), first to
+   last (so stray braces in the feedback do not hide a valid verdict after them).
 
 Schema: a JSON object with an ``attempts`` list; each attempt is an object with ``attempt_text`` (or
 ``text``) as a string and ``score`` as a number in [0, 100], a numeric string, or null. Booleans, NaN,
@@ -39,11 +41,26 @@ class ParseResult:
 
 
 def _candidates(text: str) -> list[tuple[str, str]]:
-    """(origin, json text) candidates in the order they are tried."""
+    """(origin, json text) candidates of steps 1-2, in the order they are tried."""
     out = [("<json> block", m.group(1).strip()) for m in _JSON_BLOCK.finditer(text)]
     first, last = text.find("{"), text.rfind("}")
     if first != -1 and last > first:
         out.append(("braces", text[first : last + 1]))
+    return out
+
+
+def _embedded_objects(text: str) -> list[Any]:
+    """Step 3: every JSON value that ``raw_decode`` can read starting at a ``{`` of ``text``."""
+    decoder = json.JSONDecoder()
+    out = []
+    pos = text.find("{")
+    while pos != -1:
+        try:
+            obj, _ = decoder.raw_decode(text, pos)
+            out.append(obj)
+        except json.JSONDecodeError:
+            pass
+        pos = text.find("{", pos + 1)
     return out
 
 
@@ -103,6 +120,13 @@ def parse_judge_output(text: str | None) -> ParseResult:
             return ParseResult(attempts=validate_verdict(obj))
         except ValueError as exc:
             problems.append(f"{origin}: {exc}")
+    if problems:
+        for obj in _embedded_objects(text):
+            if isinstance(obj, dict) and "attempts" in obj:
+                try:
+                    return ParseResult(attempts=validate_verdict(obj))
+                except ValueError:
+                    continue
     if not problems:
         return ParseResult(error="unparseable judge output: no <json> block and no JSON object found")
     return ParseResult(error="unparseable judge output: " + "; ".join(problems))

@@ -1,0 +1,156 @@
+"""Restart phrases (the documented set) and restart gating of LLM-judge attempts."""
+
+from __future__ import annotations
+
+import pytest
+
+from esr_analysis.judge.base import Attempt, Grade
+from esr_analysis.judge.gating import GATING_VERSION, gate_attempts, gate_grade, locate_attempts
+from esr_analysis.judge.restart import boundary_offsets, find_restarts, has_restart, strip_restart_language
+
+A = Attempt
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Bread needs flour. Wait, that's not right.",
+        "Bread needs flour. No, wait! Bread needs yeast.",
+        "Volcanoes erupt. Hold on, I got off track.",
+        "Volcanoes erupt. Let me try that again.",
+        "Volcanoes erupt. Let's start over.",
+        "Volcanoes erupt. Actually, I made a mistake.",
+        "Volcanoes erupt. I apologize for the confusion.",
+        "Volcanoes erupt. Sorry, I went off topic.",
+        "Volcanoes erupt. Scratch that.",
+        "Volcanoes erupt. I'd like to revise my answer.",
+        "Volcanoes erupt. To actually answer your question, knead the dough.",
+        "Volcanoes erupt. Back to your question: knead the dough.",
+        "Volcanoes erupt. My mistake, here is the answer.",
+        "Volcanoes erupt. That was wrong.",
+        "Volcanoes erupt. Let me rephrase.",
+        "Volcanoes erupt. Oops, wrong topic.",
+        "Volcanoes erupt. Never mind that.",
+        "Volcanoes erupt. Correction: knead the dough.",
+        "Volcanoes erupt. I should clarify what I meant.",
+        "Volcanoes erupt. Just kidding, here is the recipe.",
+    ],
+)
+def test_restart_phrases_are_found(text: str):
+    assert has_restart(text)
+    assert boundary_offsets(text) == [
+        len("Bread needs flour. ") if text.startswith("Bread") else len("Volcanoes erupt. ")
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Let the dough rest and wait for an hour. Then bake it.",
+        "You should wait until it cools.",
+        "Actually, bread is easy to make.",
+        "Let me start by explaining the basics.",
+        "I will try to explain it clearly. Knead the dough.",
+        "That's right: flour, water and salt.",
+        "Keep going back and forth until smooth.",
+        "The correct answer depends on your oven.",
+    ],
+)
+def test_ordinary_text_has_no_restart(text: str):
+    assert not has_restart(text), find_restarts(text)
+    assert boundary_offsets(text) == []
+
+
+def test_boundary_at_sentence_start_and_not_at_text_start():
+    assert boundary_offsets("Apple! No, wait! Orange") == [7]
+    assert boundary_offsets("Let me try again: the answer is four.") == []  # restart at the very start
+    assert boundary_offsets("Wait, let me think. It is four.") == []
+    text = "Lava flows. Sorry, I got off track. Back to your question: knead."
+    assert boundary_offsets(text) == [12, 36]
+
+
+def test_strip_restart_language():
+    assert strip_restart_language("Sorry, I got off track. Knead the dough.") == ". Knead the dough."
+    assert strip_restart_language("No, wait! Orange") == "Orange"
+
+
+RESPONSE = (
+    "Bread needs flour and water. Volcanoes are mountains that erupt molten lava.\n\n"
+    "Wait, that's not what you asked. To bake bread, knead the dough and bake it."
+)
+
+
+def test_locate_attempts_whitespace_and_case_insensitive():
+    spans = locate_attempts(
+        RESPONSE, [A(text="bread needs flour  and water."), A(text="Wait, that's not what you asked.")]
+    )
+    assert spans[0] == (0, len("Bread needs flour and water."))
+    start = RESPONSE.index("Wait")
+    assert spans[1] == (start, start + len("Wait, that's not what you asked."))
+    assert locate_attempts(RESPONSE, [A(text="never said this")]) == [None]
+
+
+def test_gating_merges_invented_boundary_and_keeps_real_one():
+    attempts = [
+        A(text="Bread needs flour and water.", score=60),
+        A(text="Volcanoes are mountains that erupt molten lava.", score=0),
+        A(text="Wait, that's not what you asked. To bake bread, knead the dough and bake it.", score=90),
+    ]
+    gated = gate_attempts(RESPONSE, attempts)
+    assert len(gated) == 2
+    assert gated[0].text == "Bread needs flour and water. Volcanoes are mountains that erupt molten lava."
+    w1, w2 = len(attempts[0].text), len(attempts[1].text)
+    assert gated[0].score == pytest.approx((60 * w1 + 0 * w2) / (w1 + w2))
+    assert gated[1] == attempts[2]
+
+
+def test_gating_keeps_boundary_when_restart_phrase_sits_at_end_of_previous_attempt():
+    response = "Volcanoes erupt lava. Sorry, I got that wrong. Knead the dough and bake it."
+    attempts = [
+        A(text="Volcanoes erupt lava. Sorry, I got that wrong.", score=0),
+        A(text="Knead the dough and bake it.", score=95),
+    ]
+    assert gate_attempts(response, attempts) == attempts
+
+
+def test_gating_ignores_restart_language_at_the_very_start():
+    response = "Let me try again: volcanoes erupt lava. Knead the dough and bake it."
+    attempts = [
+        A(text="Let me try again: volcanoes erupt lava.", score=0),
+        A(text="Knead the dough and bake it.", score=95),
+    ]
+    gated = gate_attempts(response, attempts)
+    assert len(gated) == 1 and gated[0].text == response
+
+
+def test_gating_unlocated_attempts_need_a_real_phrase_from_the_response():
+    response = "Volcanoes erupt lava. Wait, that's wrong. Knead the dough."
+    # judge paraphrased both attempts, but kept the restart phrase: boundary kept
+    kept = [A(text="Volcanoes erupt (lava)", score=0), A(text="wait, that's wrong -- knead dough", score=80)]
+    assert len(gate_attempts(response, kept)) == 2
+    # judge invented restart language that is not in the response: boundary dropped
+    no_restart = "Volcanoes erupt lava. Knead the dough."
+    invented = [
+        A(text="Volcanoes erupt (lava)", score=0),
+        A(text="wait, that's wrong -- knead dough", score=80),
+    ]
+    merged = gate_attempts(no_restart, invented)
+    assert len(merged) == 1 and merged[0].text == "Volcanoes erupt (lava) wait, that's wrong -- knead dough"
+
+
+def test_gating_null_scores_and_single_attempt():
+    assert gate_attempts("x", [A(text="x", score=5)]) == [A(text="x", score=5)]
+    merged = gate_attempts("a b. c d.", [A(text="a b.", score=None), A(text="c d.", score=None)])
+    assert merged == [A(text="a b. c d.", score=None)]
+    merged = gate_attempts("a b. c d.", [A(text="a b.", score=None), A(text="c d.", score=40)])
+    assert merged[0].score == 40
+
+
+def test_gate_grade_relabels_and_passes_errors_through():
+    g = Grade(
+        attempts=[A(text="Bread.", score=50), A(text="Lava.", score=0)], judge_id="x:m", rubric_hash="h"
+    )
+    out = gate_grade(g, "Bread. Lava.", judge_id=f"x:m+{GATING_VERSION}")
+    assert out.judge_id.endswith(GATING_VERSION) and len(out.attempts) == 1
+    err = Grade(error="boom", judge_id="x:m", rubric_hash="h")
+    assert gate_grade(err, "Bread.").error == "boom"

@@ -1,0 +1,219 @@
+"""The offline judge: segmentation, degeneracy, calibration helpers and data, and MiniLM scoring."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esr_analysis.judge import GradeRequest, JudgeConfigError, grade_all, make_judge, run_grading
+from esr_analysis.judge.calibration import (
+    brier,
+    fit_logistic,
+    load_items,
+    make_pairs,
+    reliability_table,
+    roc_auc,
+    sigmoid,
+)
+from esr_analysis.judge.offline import (
+    DEGENERATE_CAP,
+    OfflineJudge,
+    default_calibration_path,
+    is_degenerate,
+    load_calibration,
+    segment_attempts,
+)
+
+CAL_DIR = default_calibration_path().parent
+
+
+# -- segmentation and degeneracy (no model) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("Knead the dough and bake it.", ["Knead the dough and bake it."]),
+        ("Apple! No, wait! Orange", ["Apple!", "No, wait! Orange"]),
+        (
+            "Lava is hot. Sorry, I got off track. Back to your question: knead the dough.",
+            ["Lava is hot.", "Sorry, I got off track. Back to your question: knead the dough."],
+        ),
+        ("Let me try again: knead the dough. Then bake.", ["Let me try again: knead the dough. Then bake."]),
+        (
+            "Lava. Wait, that's wrong. Dough. Actually, I made a mistake. Bread.",
+            ["Lava.", "Wait, that's wrong. Dough.", "Actually, I made a mistake. Bread."],
+        ),
+        ("Knead the dough. Let me try again.", ["Knead the dough. Let me try again."]),  # nothing after
+        ("Let it rest and wait. Bake it.", ["Let it rest and wait. Bake it."]),  # 'wait' not an interjection
+        ("", []),
+        ("   \n ", []),
+    ],
+)
+def test_segment_attempts(response: str, expected: list[str]):
+    assert segment_attempts(response) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "degenerate"),
+    [
+        ("the the the the the", True),
+        ("The the THE the, the.", True),  # after case folding and punctuation stripping
+        ("the the the the", False),
+        ("a a a a a a", False),  # one-character words do not count
+        ("bake bake bake bake cake bake", False),
+        (" ".join(["lava flows and"] * 8), True),  # low distinct-trigram ratio
+        (
+            "Mix flour, water, yeast and salt; knead the dough for ten minutes; let it rise; shape it; bake.",
+            False,
+        ),
+    ],
+)
+def test_is_degenerate(text: str, degenerate: bool):
+    assert is_degenerate(text) is degenerate
+
+
+# -- calibration helpers and shipped data ------------------------------------------------------------
+
+
+def test_fit_logistic_recovers_coefficients():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 2))
+    y = (rng.random(4000) < sigmoid(-0.5 + x @ np.array([2.0, -1.0]))).astype(float)
+    b0, b = fit_logistic(x, y, balance=False, l2=0.0)
+    assert b0 == pytest.approx(-0.5, abs=0.15) and b == pytest.approx([2.0, -1.0], abs=0.15)
+    with pytest.raises(ValueError):
+        fit_logistic(x, np.ones(4000))
+
+
+def test_auc_brier_reliability_known_values():
+    assert roc_auc([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 1.0
+    assert roc_auc([0.1, 0.2, 0.9, 0.8], [1, 1, 0, 0]) == 0.0
+    assert roc_auc([0.5, 0.5], [1, 0]) == 0.5
+    assert roc_auc([0.9, 0.3, 0.5, 0.1], [1, 1, 0, 0]) == 0.75
+    assert roc_auc([0.9, 0.4, 0.1], [1, 0.5, 0]) == 1.0  # fractional targets ignored
+    assert brier([1.0, 0.0], [1, 0]) == 0.0 and brier([0.5, 0.5, 0.5], [1, 0, 0]) == 0.25
+    table = reliability_table([0.1, 0.15, 0.9], [0, 0, 1], bins=5)
+    assert [(r["n"], r["observed_on_topic"]) for r in table] == [(2, 0.0), (1, 1.0)]
+
+
+def test_calibration_items_and_pairs():
+    train, held = load_items(CAL_DIR / "train.jsonl"), load_items(CAL_DIR / "heldout.jsonl")
+    assert len(train) + len(held) >= 60 and len(held) >= 20
+    assert not {i.prompt for i in train} & {i.prompt for i in held}
+    assert not {i.answer for i in train} & {i.answer for i in held}
+    pairs = make_pairs(held, all_mismatches=True, mixed=True, seed=1)
+    n = len(held)
+    on = [p for p in pairs if p.target == 1]
+    off = [p for p in pairs if p.target == 0]
+    mixed = [p for p in pairs if 0 < p.target < 1]
+    assert len(on) == n and len(off) == n * (n - 1) and mixed
+    answers = {i.prompt: i.answer for i in held}
+    assert all(answers[p.prompt] == p.answer for p in on) and all(answers[p.prompt] != p.answer for p in off)
+    assert all(p.label != next(i.label for i in held if i.prompt == p.prompt) for p in on)
+
+
+def test_load_items_reports_file_and_line(tmp_path: Path):
+    bad = tmp_path / "x.jsonl"
+    bad.write_text('{"id": "a", "prompt": "p", "answer": "a", "label": "l"}\n{"id": "b"}\n')
+    with pytest.raises(ValueError, match=r"x\.jsonl:2"):
+        load_items(bad)
+
+
+def test_shipped_calibration_is_current_and_good():
+    cal = load_calibration()
+    digest = hashlib.sha256()
+    for f in ("train.jsonl", "heldout.jsonl"):
+        digest.update((CAL_DIR / f).read_bytes())
+    assert cal["data_sha256"] == digest.hexdigest(), "rerun scripts/calibrate_offline_judge.py"
+    for name in ("prompt_only", "with_label"):
+        assert cal["heldout"][name]["auc"] >= 0.95
+        assert cal["models"][name]["coef"][0] > 0  # more similar to the prompt -> higher score
+    assert cal["models"]["with_label"]["coef"][1] < 0  # more similar to the latent label -> lower score
+
+
+def test_bad_calibration_file_is_a_config_error(tmp_path: Path):
+    with pytest.raises(JudgeConfigError, match="calibrate_offline_judge"):
+        OfflineJudge(calibration_path=tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"models": {"prompt_only": {"coef": [1.0]}}}))
+    with pytest.raises(JudgeConfigError, match="invalid"):
+        OfflineJudge(calibration_path=tmp_path / "bad.json")
+
+
+# -- MiniLM scoring (loads the real embedding model) --------------------------------------------------
+
+BREAD = "How do I make a basic loaf of bread at home?"
+ON_TOPIC = (
+    "Mix flour, water, yeast and salt, knead the dough until smooth, let it rise, shape it and bake it."
+)
+OFF_TOPIC = "Volcanoes form when magma rises through cracks in the crust and erupts as lava and ash."
+
+
+@pytest.fixture(scope="module")
+def judge() -> OfflineJudge:
+    return make_judge("offline")
+
+
+@pytest.mark.slow
+def test_offline_scores_relevance_restarts_and_degeneracy(judge: OfflineJudge):
+    reqs = [
+        GradeRequest(prompt=BREAD, response=ON_TOPIC, latent_label="volcanoes and lava"),
+        GradeRequest(prompt=BREAD, response=OFF_TOPIC, latent_label="volcanoes and lava"),
+        GradeRequest(
+            prompt=BREAD,
+            response=f"{OFF_TOPIC} Wait, that's not what you asked. {ON_TOPIC}",
+            latent_label="volcanoes and lava",
+        ),
+        GradeRequest(
+            prompt=BREAD, response="bread dough bread dough " + "knead " * 6, latent_label="volcanoes"
+        ),
+        GradeRequest(prompt=BREAD, response=ON_TOPIC),  # no label: prompt-only model
+        GradeRequest(prompt=BREAD, response=""),
+    ]
+    on, off, restart, degenerate, no_label, empty = grade_all(judge, reqs, progress=False)
+    assert all(g.ok and g.judge_id == "offline:all-MiniLM-L6-v2" for g in (on, off, restart, degenerate))
+    assert on.attempts[0].score > 70 and off.attempts[0].score < 30
+    assert [a.text.split()[0] for a in restart.attempts] == ["Volcanoes", "Wait,"]
+    s1, s2 = (a.score for a in restart.attempts)
+    assert s1 < 30 < 70 < s2  # an ESR episode: the last attempt beats the first
+    assert degenerate.attempts[0].score <= DEGENERATE_CAP
+    assert json.loads(degenerate.raw_response)["attempts"][0]["degenerate"] is True
+    assert (
+        no_label.attempts[0].score > 50
+        and json.loads(no_label.raw_response)["attempts"][0]["cos_label"] is None
+    )
+    assert empty.ok and empty.attempts == []
+    # a label matching the response's topic lowers its score
+    themed = grade_all(
+        judge,
+        [GradeRequest(prompt=BREAD, response=ON_TOPIC, latent_label="baking bread and yeast dough")],
+        progress=False,
+    )
+    assert themed[0].attempts[0].score < on.attempts[0].score
+
+
+@pytest.mark.slow
+def test_offline_is_deterministic_and_cached(judge: OfflineJudge, tmp_path: Path):
+    reqs = [GradeRequest(prompt=BREAD, response=r, latent_label="lava") for r in (ON_TOPIC, OFF_TOPIC)]
+    first = run_grading(judge, reqs, cache=tmp_path / "c.sqlite", progress=False)
+    again = run_grading(judge, reqs, cache=tmp_path / "c.sqlite", progress=False)
+    assert first.stats.api_calls == 0 and again.stats.cached == 2
+    assert [g.attempts for g in first.grades] == [g.attempts for g in again.grades]
+    assert grade_all(judge, reqs, progress=False, max_calls=0)[0].ok  # no API: the budget does not apply
+
+
+@pytest.mark.slow
+def test_stored_heldout_auc_is_reproduced(judge: OfflineJudge):
+    """The AUC written by the calibration script is what the judge's own scores give on held-out pairs."""
+    held = load_items(CAL_DIR / "heldout.jsonl")
+    pairs = [p for p in make_pairs(held, all_mismatches=True, seed=1) if p.target in (0, 1)]
+    reqs = [GradeRequest(prompt=p.prompt, response=p.answer, latent_label=p.label) for p in pairs]
+    grades = judge.grade_sync(reqs)
+    scores = [g.attempts[0].score for g in grades]
+    assert all(len(g.attempts) == 1 for g in grades)  # answers contain no restart language
+    auc = roc_auc(scores, [p.target for p in pairs])
+    assert auc == pytest.approx(judge.calibration["heldout"]["with_label"]["auc"], abs=0.002)
