@@ -245,6 +245,30 @@ def test_budget_counts_item_retries(server: JudgeServer):
     assert server.n_requests == 2 and "budget exceeded" in report.grades[0].error
 
 
+def test_progress_bar_counts_every_request(
+    server: JudgeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import esr_analysis.judge.runner as runner
+
+    bars, enabled_flags = [], []
+    real = runner._progress
+
+    def spy(total: int, enabled: bool, desc: str):
+        enabled_flags.append(enabled)
+        bars.append(real(total, enabled, desc))
+        return bars[-1]
+
+    monkeypatch.setattr(runner, "_progress", spy)
+    reqs = _requests(4)
+    grade_all(_judge("anthropic", server), reqs[:2], cache=tmp_path / "c.sqlite", progress=False)
+    grades = grade_all(
+        _judge("anthropic", server), reqs + reqs[:1], cache=tmp_path / "c.sqlite", progress=True
+    )
+    assert len(grades) == 5 and all(g.ok for g in grades)
+    assert enabled_flags == [False, True]
+    assert bars[1].total == 5 and bars[1].n == 5  # 2 cached + 2 graded + 1 duplicate
+
+
 def test_concurrency_is_bounded():
     with JudgeServer(latency_s=0.15) as srv:
         grade_all(_judge("openai", srv), _requests(24), concurrency=4, **FAST)

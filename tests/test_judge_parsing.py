@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from esr_analysis.judge.base import Attempt, Grade, redact_secrets
@@ -141,3 +143,32 @@ def test_rubric_content_and_hash():
     # the worked example inside the rubric parses with our own parser (the example must be valid JSON)
     example = msg[msg.index("<json>{") : msg.index("}]}</json>") + len("}]}</json>")]
     assert [a.score for a in parse_judge_output(example).attempts] == [100.0, 0.0]
+
+
+_texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
+_attempts = st.lists(
+    st.tuples(_texts, st.one_of(st.none(), st.integers(0, 100), st.floats(0, 100, allow_nan=False))),
+    max_size=4,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_texts)
+def test_parse_never_raises(text: str):
+    res = parse_judge_output(text)
+    assert (res.error is None) or (res.attempts == [])
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=_texts, after=_texts, attempts=_attempts, tagged=st.booleans())
+def test_valid_verdict_survives_surrounding_text(before: str, after: str, attempts, tagged: bool):
+    assume(
+        "<json>" not in (before + after).lower() and "{" not in before + after and "}" not in before + after
+    )
+    body = json.dumps({"attempts": [{"attempt_text": t, "score": s} for t, s in attempts]})
+    text = f"{before}<json>{body}</json>{after}" if tagged else f"{before}{body}{after}"
+    res = parse_judge_output(text)
+    assert res.ok, res.error
+    assert [(a.text, a.score) for a in res.attempts] == [
+        (t, None if s is None else float(s)) for t, s in attempts
+    ]
