@@ -323,7 +323,8 @@ def test_keys_never_stored(server: JudgeServer, tmp_path: Path, caplog: pytest.L
         report = run_grading(_judge("anthropic", server, gate=True), _requests(2), cache=cache, **FAST)
     assert ANTHROPIC_KEY in server.records[0].auth  # the key was really sent
     g0, g1 = report.grades
-    assert g0.ok and "[REDACTED]" in g0.raw_response and g1.error and "HTTP 400" in g1.error
+    assert g0.ok and "[REDACTED]" in g0.raw_response and g1.error and "HTTP 400 (not retried)" in g1.error
+    assert server.attempts_by_item["p1"] == 1 and report.stats.http_requests == 2
     dumped = json.dumps([g.model_dump() for g in report.grades]) + repr(report.stats)
     assert ANTHROPIC_KEY not in dumped
     assert ANTHROPIC_KEY.encode() not in b"".join(p.read_bytes() for p in tmp_path.iterdir())

@@ -48,6 +48,11 @@ SDK_INITIAL_RETRY_DELAY = 0.5  # the SDKs' exponential backoff: 0.5 s * 2**n, ca
 SDK_MAX_RETRY_DELAY = 8.0
 
 
+def _sdk_retries(status: int) -> bool:
+    """Whether the SDKs' retry policy retries an HTTP status (408, 409, 429, 5xx)."""
+    return status in (408, 409, 429) or status >= 500
+
+
 def item_deadline(timeout: float, max_retries: int, max_retry_wait: float) -> float:
     """Upper bound on one grading: ``max_retries + 1`` attempts of ``timeout`` seconds, plus for each
     retry the longer of ``max_retry_wait`` (the largest ``retry-after`` we wait out) and the SDK's backoff
@@ -208,7 +213,9 @@ class LLMJudge(Judge):
                     f"model {self.model!r} rejects the temperature parameter; build the judge with "
                     f"temperature=None: {msg}"
                 ) from None
-            return self._grade(error=f"API error HTTP {status} after {self.max_retries} retries: {msg}")
+            if _sdk_retries(status):
+                return self._grade(error=f"API error HTTP {status} after {self.max_retries} retries: {msg}")
+            return self._grade(error=f"API error HTTP {status} (not retried): {msg}")
         if isinstance(exc, sdk.APITimeoutError):
             return self._grade(
                 error=f"API timeout ({self.timeout:g} s per attempt, {self.max_retries} retries)"
@@ -226,7 +233,10 @@ class LLMJudge(Judge):
             self.http_requests += 1
             raise
         except self._sdk_errors().APIError as exc:
-            self.http_requests += self.max_retries + 1  # an upper bound: the SDK does not report it
+            status = getattr(exc, "status_code", None)
+            # the SDK does not report its retries on failure: count what its policy implies
+            retried = status is None or _sdk_retries(status)
+            self.http_requests += self.max_retries + 1 if retried else 1
             return self._classify(exc)
         self.http_requests += result.http_requests
         parsed = parse_judge_output(result.text)
