@@ -31,3 +31,4 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_judge.py
