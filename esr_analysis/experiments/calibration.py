@@ -1,0 +1,162 @@
+"""Per-latent threshold calibration by probabilistic bisection, batched across latents, with a keyed cache.
+
+For each latent the threshold is the boost (SAE units) at which the judge's first-attempt score hits the
+target (``search.target``, 0-100), found by :class:`~esr_analysis.experiments.bisection.ProbabilisticBisection`
+with the search's bounds and truncated-Gaussian prior. **Step k of every latent's search runs as one batched
+generation** (and one grading call): each step queries every unfinished latent's posterior median on
+``samples_per_step`` distinct prompts drawn with a per-latent seeded RNG.
+
+A step's score is the mean first-attempt score / 100 of its samples; samples with a judge error or no scored
+attempt are left out, and a step with no usable sample does not update the posterior (it is logged).
+
+Cache: one JSON file per key under ``<cache>/thresholds/``; the key hashes (model, SAE, latent, target, judge,
+search config, steering layer/scope, sampling settings), so runs with different targets or judges never mix.
+Each entry holds the threshold, the achieved score (if measured) and the whole search history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from esr_analysis.experiments.bisection import ProbabilisticBisection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ThresholdResult:
+    """A calibrated latent: its threshold (SAE units), the achieved first-attempt score (0-100, if measured),
+    and the search history (one dict per step)."""
+
+    latent: int
+    threshold: float
+    achieved_score: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    cached: bool = False
+    key: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def threshold_key(session: Any, latent: int) -> str:
+    """The cache key of ``latent``'s threshold in ``session`` (see module docstring)."""
+    c = session.config
+    payload = {"v": 1, "model": session.model_id, "sae": session.sae_source, "latent": int(latent),
+               "target": c.search.target, "judge": getattr(session.judge, "judge_id", str(session.judge)),
+               "rubric": getattr(session.judge, "rubric_hash", None),
+               "search": c.search.model_dump(exclude={"measure_achieved"}), "layer": session.steer_layer,
+               "scope": c.scope, "settings": session.settings(c.search.max_new_tokens).model_dump(mode="json"),
+               "prompts": c.prompts}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ThresholdCache:
+    """Thresholds on disk, one JSON file per key."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def get(self, key: str) -> ThresholdResult | None:
+        p = self.directory / f"{key}.json"
+        if not p.is_file():
+            return None
+        try:
+            data = json.loads(p.read_text())
+            data["cached"] = True
+            return ThresholdResult(**data)
+        except (ValueError, TypeError):
+            return None
+
+    def put(self, result: ThresholdResult) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump({**result.as_dict(), "cached": False}, f)
+        os.replace(tmp, self.directory / f"{result.key}.json")
+
+
+def _first_score(grade: Any) -> float | None:
+    if grade is None or grade.error is not None:
+        return None
+    scores = grade.scores
+    return scores[0] if scores else None
+
+
+def _row_seed(base: int, *parts: Any) -> int:
+    blob = json.dumps([base, *parts]).encode()
+    return int(hashlib.sha256(blob).hexdigest()[:8], 16) % 1_000_000
+
+
+def calibrate(session: Any, latents: list[int], *, cache: ThresholdCache | None = None) -> dict[int, ThresholdResult]:
+    """Calibrate ``latents`` (batched; see the module docstring). Returns ``{latent: ThresholdResult}``."""
+    c = session.config
+    s = c.search
+    if s.samples_per_step > len(session.prompts):
+        raise ValueError(f"samples_per_step={s.samples_per_step} exceeds the {len(session.prompts)} prompts")
+    results: dict[int, ThresholdResult] = {}
+    keys = {lat: threshold_key(session, lat) for lat in latents}
+    todo = []
+    for lat in latents:
+        hit = cache.get(keys[lat]) if cache is not None else None
+        if hit is not None:
+            results[lat] = hit
+        else:
+            todo.append(lat)
+    if not todo:
+        return results
+    searches = {lat: ProbabilisticBisection(lower=s.lower, upper=s.upper, prior_mean=s.prior_mean,
+                                            prior_std=s.prior_std, target=s.target / 100.0, grid_size=s.grid_size,
+                                            confidence_scale=s.confidence_scale) for lat in todo}
+    rngs = {lat: random.Random(_row_seed(s.seed, "search", lat)) for lat in todo}
+    settings = session.settings(s.max_new_tokens)
+    for step in range(s.n_steps):
+        rows: list[tuple[int, str, float, int]] = []
+        for lat in todo:
+            x = searches[lat].median()
+            for p in rngs[lat].sample(session.prompts, s.samples_per_step):
+                rows.append((lat, p, x, rngs[lat].randrange(1_000_000)))
+        gens = session.generate([r[1] for r in rows], [[session.steer(r[0], r[2])] for r in rows],
+                                [r[3] for r in rows], settings)
+        grades = session.grade([r[1] for r in rows], [g.text for g in gens], [session.label(r[0]) for r in rows])
+        per: dict[int, list[float | None]] = {lat: [] for lat in todo}
+        for r, gr in zip(rows, grades, strict=True):
+            per[r[0]].append(_first_score(gr))
+        for lat in todo:
+            vals = [v for v in per[lat] if v is not None]
+            score = sum(vals) / len(vals) / 100.0 if vals else None
+            searches[lat].update(searches[lat].median(), score, samples=per[lat],
+                                 note=None if vals else "no usable grade; posterior unchanged")
+        log.info("calibration step %d/%d done for %d latents", step + 1, s.n_steps, len(todo))
+    achieved: dict[int, float | None] = {lat: None for lat in todo}
+    if s.measure_achieved:
+        rows2 = [(lat, rngs[lat].choice(session.prompts), searches[lat].estimate(2), rngs[lat].randrange(1_000_000))
+                 for lat in todo]
+        gens = session.generate([r[1] for r in rows2], [[session.steer(r[0], r[2])] for r in rows2],
+                                [r[3] for r in rows2], settings)
+        grades = session.grade([r[1] for r in rows2], [g.text for g in gens], [session.label(r[0]) for r in rows2])
+        for r, gr in zip(rows2, grades, strict=True):
+            achieved[r[0]] = _first_score(gr)
+    for lat in todo:
+        res = ThresholdResult(latent=lat, threshold=searches[lat].estimate(2), achieved_score=achieved[lat],
+                              history=[h.as_dict() for h in searches[lat].history], key=keys[lat])
+        if cache is not None:
+            cache.put(res)
+        results[lat] = res
+    return {lat: results[lat] for lat in latents}
+
+
+def calibrate_sequential(session: Any, latents: list[int]) -> dict[int, ThresholdResult]:
+    """Latent-by-latent calibration (no cache), the unbatched baseline for benchmarks."""
+    out: dict[int, ThresholdResult] = {}
+    for lat in latents:
+        out.update(calibrate(session, [lat], cache=None))
+    return out

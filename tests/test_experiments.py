@@ -1,0 +1,217 @@
+"""Experiment pipeline: prompts, bisection maths, selection, calibration, exp 1/8/2/5/7, resume, config errors.
+
+Tiny random model + random SAE + a deterministic stub judge (fast, offline)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+
+import pytest
+
+from esr_analysis.experiments import ProbabilisticBisection, find_root, load_config, load_prompts
+from esr_analysis.experiments.config import PRESETS
+from esr_analysis.judge.base import Attempt, Grade, GradeRequest, Judge
+
+
+class StubJudge(Judge):
+    """Deterministic judge: first score from a hash of the response; a hash-chosen third of responses get a
+    second, higher-scored attempt."""
+
+    judge_id = "stub"
+    rubric_hash = "stub-v1"
+    uses_api = False
+
+    async def grade_one(self, request: GradeRequest) -> Grade:
+        h = int(hashlib.sha256(request.response.encode()).hexdigest()[:8], 16)
+        s1 = float(h % 101)
+        attempts = [Attempt(text=request.response[:20], score=s1)]
+        if h % 3 == 0:
+            attempts.append(Attempt(text="again", score=min(100.0, s1 + 10)))
+        return Grade(attempts=attempts, judge_id=self.judge_id, rubric_hash=self.rubric_hash)
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+
+def test_shipped_prompt_sets_are_disjoint_and_large_enough():
+    esr, otd = load_prompts("esr"), load_prompts("otd_discovery")
+    assert len(esr) >= 40 and len(otd) >= 20
+    assert not set(esr) & set(otd)
+
+
+def test_load_prompts_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_prompts(tmp_path / "nope.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n# only a comment\n\n")
+    with pytest.raises(ValueError, match="no prompts"):
+        load_prompts(empty)
+    f = tmp_path / "p.txt"
+    f.write_text("A?\n\nB?\nA?\n")
+    assert load_prompts(f) == ["A?", "B?"]
+
+
+# ---------------------------------------------------------------------------------------------- bisection
+
+
+def test_bisection_converges_on_noisy_monotone_function():
+    root = 17.3
+
+    def score(x: float, rng: random.Random) -> float:  # decreasing in x, 0.3 at the root, noisy
+        p = 1 / (1 + math.exp((x - root) / 2.0 - math.log(0.3 / 0.7)))
+        return min(1.0, max(0.0, p + rng.gauss(0, 0.08)))
+
+    est, pb = find_root(score, n_steps=40, rng=random.Random(0), lower=0, upper=50, prior_mean=10, prior_std=10,
+                        target=0.3, grid_size=5000)
+    assert abs(est - root) < 2.5
+    assert len(pb.history) == 40 and all(h.p >= 0.5 for h in pb.history)
+
+
+def test_bisection_update_rules():
+    pb = ProbabilisticBisection(lower=0, upper=10, prior_mean=5, prior_std=100, target=0.3, grid_size=101)
+    m0 = pb.median()
+    pb.update(m0, 0.9)  # high score: boost more, mass moves right
+    assert pb.median() > m0
+    pb2 = ProbabilisticBisection(lower=0, upper=10, prior_mean=5, prior_std=100, target=0.3, grid_size=101)
+    pb2.update(m0, 0.0)
+    assert pb2.median() < m0
+    before = pb2.density.copy()
+    pb2.update(3.0, None)  # no observation: unchanged, but logged
+    assert (pb2.density == before).all() and pb2.history[-1].y is None
+    with pytest.raises(ValueError):
+        ProbabilisticBisection(lower=1, upper=0, prior_mean=0, prior_std=1, target=0.3)
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def test_presets_and_overrides():
+    assert {"embedded-demo", "paper-llama-3.3-70b", "paper-llama-3.1-8b", "paper-gemma-2-2b", "paper-gemma-2-9b",
+            "paper-gemma-2-27b"} <= set(PRESETS)
+    c = load_config("paper-llama-3.3-70b", ["search.target=50", "repetition_penalty=1.1"])
+    assert c.search.target == 50 and c.search.samples_per_step == 5 and c.repetition_penalty == 1.1
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config("no-such-preset")
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        load_config("embedded-demo", ["search.target=130"])
+    with pytest.raises(ValueError, match="unknown experiments"):
+        load_config("embedded-demo", ["experiments=[\"exp9\"]"])
+
+
+def test_bad_configs_fail_before_compute(monkeypatch, tiny_sae):
+    from esr_analysis.experiments.session import ConfigError, preflight
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+        preflight(load_config("embedded-demo", ["judge=claude"]), sae=tiny_sae)
+    with pytest.raises(ConfigError, match="outside the SAE"):
+        preflight(load_config("embedded-demo", ["selection.latents=[1, 5000000]", "sae=random:64"]))
+    with pytest.raises(ConfigError, match="unknown model"):
+        preflight(load_config("embedded-demo", ["model=not-a-model"]), judge=StubJudge())
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+
+def _tiny_session(tmp_path, tiny_sae, **over):
+    from esr_analysis.experiments.session import open_session
+    from esr_analysis.models import load_tiny
+
+    model = load_tiny("llama")
+    overrides = {"model": "tiny-llama", "n_prompts_per_latent": 2, "max_new_tokens": 6, "batch_size": 8,
+                 "temperature": 0.6, "selection.n_latents": 3, "selection.relevance_rule": "none",
+                 "search.n_steps": 2, "search.max_new_tokens": 4, "search.upper": 20, "search.prior_mean": 5,
+                 "search.prior_std": 5, "search.grid_size": 200, "output_dir": str(tmp_path / "runs"),
+                 "boost.n_levels": 3, "boost.multiples": [0.5, 1.0], "meta_variants": ["self_monitor"],
+                 "cross_judge_samples": 4}
+    overrides.update(over)
+    cfg = load_config("embedded-demo", overrides)
+    return open_session(cfg, model=model, sae=tiny_sae, judge=StubJudge(), cache_dir=tmp_path / "cache",
+                        progress=False)
+
+
+def test_selection_rules_report_removals(tmp_path, tiny_sae):
+    from esr_analysis.experiments.selection import max_activations, select_latents
+
+    s = _tiny_session(tmp_path, tiny_sae)
+    prompts = s.prompts[:5]
+    mx = max_activations(s.model, s.sae, prompts, list(range(96)), 1)
+    assert tuple(mx.shape) == (5, 96)
+    zero = select_latents(s.model, s.sae, prompts, n_latents=96, layer=1, latents=list(range(96)),
+                          relevance_rule="zero")
+    expected = [i for i in range(96) if not (mx[:, i] > 0).any()]
+    assert zero.latents == expected and zero.removed["relevance_zero"] == 96 - len(expected)
+    topk = select_latents(s.model, s.sae, prompts, n_latents=96, layer=1, latents=list(range(96)),
+                          relevance_rule="topk", top_k=5)
+    top = set(mx.topk(5, dim=1).indices.flatten().tolist())
+    assert topk.latents == [i for i in range(96) if i not in top]
+    rnd = select_latents(s.model, s.sae, prompts, n_latents=4, layer=1, relevance_rule="none", seed=3,
+                         concreteness_rater=lambda labels: [100.0 if i % 2 else 0.0 for i in range(len(labels))],
+                         label=lambda i: f"topic {i}")
+    assert rnd.removed["concreteness"] > 0 and len(rnd.latents) <= 4
+
+
+def test_pipeline_end_to_end_resumes_and_hits_caches(tmp_path, tiny_sae):
+    from esr_analysis.experiments.pipeline import run_pipeline
+    from esr_analysis.experiments.report import report
+    from esr_analysis.store import read_trials
+
+    s = _tiny_session(tmp_path, tiny_sae, experiments=["exp1", "exp8", "exp2", "exp5"])
+    res = run_pipeline(s.config, session=s, cache_dir=tmp_path / "cache")
+    rd = res.run_dir
+    assert len(res.latents) == 3 and set(res.thresholds) == set(res.latents)
+    hist = json.loads((rd / "thresholds.json").read_text())
+    assert all(len(v["history"]) == 2 for v in hist.values())
+    exp1, _ = read_trials(rd / "exp1")
+    exp8, _ = read_trials(rd / "exp8")
+    assert len(exp1) == 6 and len(exp8) == 6
+    assert {(t.latent, t.prompt, t.seed) for t in exp1} == {(t.latent, t.prompt, t.seed) for t in exp8}
+    assert all(t.boost == res.thresholds[t.latent] for t in exp1) and all(not t.interventions for t in exp8)
+    exp5, _ = read_trials(rd / "exp5")
+    assert {t.condition for t in exp5} == {"baseline", "self_monitor"} and len(exp5) == 12
+    exp2, _ = read_trials(rd / "exp2")
+    assert {c.split(":")[0] for c in (t.condition for t in exp2)} == {"sigma", "multiple"}
+    text = report(rd, n_boot=50)
+    assert "esr_rate" in text and "== exp1 ==" in text
+
+    # a killed run: drop the last trials and a partial line; resume redoes exactly those
+    p = rd / "exp1" / "trials.jsonl"
+    lines = p.read_text().splitlines(keepends=True)
+    p.write_text("".join(lines[:3]) + lines[3][:10])
+    generated_before = s.stats["generated"]
+    with pytest.warns(UserWarning, match="unterminated"):
+        res2 = run_pipeline(s.config, session=s, cache_dir=tmp_path / "cache")
+    exp1b, _ = read_trials(rd / "exp1")
+    assert sorted(t.trial_id for t in exp1b) == sorted(t.trial_id for t in exp1)
+    assert s.stats["generated"] == generated_before  # everything came from the generation cache
+    assert res2.thresholds == res.thresholds
+
+
+def test_exp7_agreement(tmp_path, tiny_sae):
+    from esr_analysis.experiments.crossjudge import agreement
+    from esr_analysis.experiments.pipeline import run_pipeline
+
+    a = [[10.0], [20.0, 80.0], [50.0], None, [70.0, 30.0]]
+    b = [[15.0], [30.0, 90.0], [40.0, 60.0], [1.0], [60.0, 20.0]]
+    m = agreement(a, b)
+    assert m["n"] == 4 and m["multi_attempt_agreement"] == 0.75 and m["esr_direction_agreement"] == 1.0
+    assert m["attempt_count_confusion"] == {"1|1": 1, "1|2": 1, "2|2": 2}
+
+    s = _tiny_session(tmp_path, tiny_sae, experiments=["exp7"])
+
+    class Other(StubJudge):
+        judge_id = "stub2"
+
+    import esr_analysis.experiments.crossjudge as cj
+
+    orig = cj.run_exp7
+    cj.run_exp7 = lambda session, d, src: orig(session, d, src, judges=[Other()])
+    try:
+        res = run_pipeline(s.config, session=s, cache_dir=tmp_path / "cache")
+    finally:
+        cj.run_exp7 = orig
+    table = json.loads((res.run_dir / "exp7_agreement.json").read_text())
+    assert table["original vs stub2"]["multi_attempt_agreement"] == 1.0
