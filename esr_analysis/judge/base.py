@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from esr_analysis.errors import ConfigError
+
 if TYPE_CHECKING:
     from esr_analysis.judge.runner import GradingReport
 
@@ -39,7 +41,7 @@ _KEY_PATTERNS = re.compile(r"\b(?:sk-ant-[A-Za-z0-9_\-]{8,}|sk-or-[A-Za-z0-9_\-]
 REDACTED = "[REDACTED]"
 
 
-class JudgeConfigError(ValueError):
+class JudgeConfigError(ConfigError):
     """A judge cannot be built as asked (missing API key, unknown judge name, bad option).
 
     Raised at construction, before any request is sent or any model is loaded.
