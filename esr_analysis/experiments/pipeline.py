@@ -87,12 +87,13 @@ def run_pipeline(config: ExperimentConfig | str | dict[str, Any], *, overrides: 
                              min_concreteness=sc.min_concreteness, seed=sc.seed, batch_size=cfg.batch_size)
         selection = {"latents": rep.latents, "n_candidates": rep.n_candidates, "removed": rep.removed,
                      "notes": rep.notes, "labels": {str(i): session.label(i) for i in rep.latents}}
-        _write_json(sel_path, selection)
         log.info(rep.summary())
+        if not rep.latents:
+            raise ConfigError(f"no latent survived selection ({rep.summary()}); draw more candidates "
+                              "(--set selection.candidate_factor=...) or relax the relevance rule "
+                              "(--set selection.relevance_rule=topk|none)")
+        _write_json(sel_path, selection)
     latents = [int(i) for i in selection["latents"]]
-    if not latents:
-        raise RuntimeError(f"no latent survived selection ({selection['removed']}); draw more candidates "
-                           "(selection.candidate_factor) or relax the relevance rule")
     timings["selection"] = time.monotonic() - t
 
     t = time.monotonic()

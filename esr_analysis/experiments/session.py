@@ -296,3 +296,30 @@ def open_session(config: ExperimentConfig, *, model: Any = None, sae: Any = None
                    read_layer=pf.read_layer, prompts=pf.prompts, label=_labels_for(pf.sae),
                    latent_info=_latent_stats(pf.sae), repetition_penalty=pf.repetition_penalty, gen_cache=gen_cache,
                    grade_cache=grade_cache, progress=progress, model_id=_model_identity(pf.spec, model))
+
+
+SMALL_OVERRIDES: dict[str, Any] = {
+    "model": "tiny-llama", "n_prompts_per_latent": 2, "max_new_tokens": 12, "batch_size": 8,
+    "selection.n_latents": 3, "selection.relevance_rule": "none", "search.n_steps": 2, "search.max_new_tokens": 8,
+    "search.upper": 20.0, "search.prior_mean": 5.0, "search.prior_std": 5.0, "search.grid_size": 500,
+    "boost.n_levels": 4, "boost.multiples": [0.5, 1.0, 2.0],
+}
+"""What ``SMALL`` changes: a tiny random model, a random SAE, three latents, very short generations."""
+
+
+def notebook_session(small: bool, preset: str = "embedded-demo", overrides: dict[str, Any] | None = None,
+                     progress: bool = True) -> Session:
+    """The session a notebook uses: the preset as is, or with ``small`` the tiny random Llama of
+    :mod:`esr_analysis.testing` with a random 256-latent SAE and :data:`SMALL_OVERRIDES` (pipeline smoke test
+    in seconds; its numbers mean nothing). The judge is the preset's (offline for ``embedded-demo``)."""
+    from esr_analysis.experiments.config import load_config
+
+    over = dict(SMALL_OVERRIDES) if small else {}
+    over.update(overrides or {})
+    cfg = load_config(preset, over)
+    if small:
+        from esr_analysis.models import load_tiny
+        from esr_analysis.testing import TINY_HIDDEN
+
+        return open_session(cfg, model=load_tiny("llama"), sae=random_sae(TINY_HIDDEN, 256, 0), progress=progress)
+    return open_session(cfg, progress=progress)

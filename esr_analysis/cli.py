@@ -1,0 +1,159 @@
+"""The ``esr`` command line (also ``python -m esr_analysis``).
+
+Commands::
+
+    esr demo                                   # the offline main job: embedded-demo end to end, table + figure
+    esr run <preset|config.json> [--set k=v]   # run a preset or a config file, with dotted overrides
+    esr resume <run_dir>                       # continue a killed run (nothing is redone)
+    esr report <run_dir>                       # metrics table with Wilson/t and latent-bootstrap intervals
+    esr figures <run_dir> [--out DIR]          # paper-style figures of a run
+    esr presets                                # list presets
+
+Bad configs (unknown preset, latent outside the SAE, target outside 0-100, Claude judge without
+ANTHROPIC_API_KEY) exit with status 2 and a message before anything is loaded or generated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+EPILOG = """examples:
+  esr demo
+  esr run embedded-demo --set judge=claude            # the paper's judge (needs ANTHROPIC_API_KEY)
+  esr run embedded-demo --set selection.n_latents=20 --set 'experiments=["exp1","exp8","exp2"]'
+  esr run paper-llama-3.1-8b --set steer_layer=19 --set repetition_penalty=1.1
+  esr resume runs/embedded-demo
+  esr report runs/embedded-demo
+  esr figures runs/embedded-demo --out figures
+
+override keys are dotted paths into the config (see `esr presets --show embedded-demo`); values are JSON
+when they parse (numbers, lists, null, true/false), else strings."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="esr", description="Endogenous Steering Resistance experiments: select "
+                                "distractor latents, calibrate steering thresholds, run and grade the ESR "
+                                "experiments, report metrics with intervals, draw paper-style figures.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", metavar="command")
+
+    r = sub.add_parser("run", help="run a preset or a config .json file end to end")
+    r.add_argument("config", help="preset name (see `esr presets`) or path to a config .json")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable), e.g. --set search.target=50")
+    r.add_argument("--run-dir", help="where to write the run (default <output_dir>/<name>)")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r.add_argument("--figures", action="store_true", help="also write the figures into figures/")
+
+    s = sub.add_parser("resume", help="continue a pipeline run directory (skips finished trials)")
+    s.add_argument("run_dir")
+    s.add_argument("--no-progress", action="store_true")
+
+    rep = sub.add_parser("report", help="print the metrics table of a run")
+    rep.add_argument("run_dir")
+    rep.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    rep.add_argument("--csv", help="also write the tables to this CSV file")
+
+    f = sub.add_parser("figures", help="draw the paper-style figures of a run")
+    f.add_argument("run_dir")
+    f.add_argument("--out", default="figures", help="output directory (default figures/)")
+
+    d = sub.add_parser("demo", help="run the embedded-demo preset offline, print the table, write Fig. 2")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--run-dir", default=None)
+    d.add_argument("--no-progress", action="store_true")
+
+    pr = sub.add_parser("presets", help="list presets (or show one as JSON)")
+    pr.add_argument("--show", metavar="NAME", help="print this preset's full config")
+    return p
+
+
+def _print_result(res, figures: bool) -> None:
+    from esr_analysis.experiments.report import report
+
+    print(report(res.run_dir))
+    t = res.timings
+    st = res.stats
+    print(f"\nrun: {res.run_dir}  time: {t.get('total', 0):.0f} s (load {t.get('load', 0):.0f}, selection "
+          f"{t.get('selection', 0):.0f}, calibration {t.get('calibration', 0):.0f}"
+          + "".join(f", {k} {v:.0f}" for k, v in t.items() if k.startswith("exp")) + ")")
+    print(f"generations: {int(st.get('generated', 0))} new, {int(st.get('gen_cached', 0))} from cache; grades: "
+          f"{int(st.get('graded', 0))} new, {int(st.get('grade_cached', 0))} from cache")
+    if figures:
+        from esr_analysis.plotting import figures_for_run
+
+        for p in figures_for_run(res.run_dir, "figures"):
+            print(f"figure: {p}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``esr``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from esr_analysis.experiments.session import ConfigError
+
+    try:
+        if args.command == "presets":
+            from esr_analysis.experiments.config import PRESETS, load_config
+
+            if args.show:
+                print(json.dumps(load_config(args.show).model_dump(mode="json"), indent=2))
+            else:
+                for name in PRESETS:
+                    c = load_config(name)
+                    print(f"{name:<22} model={c.model} judge={c.judge} latents={c.selection.n_latents}")
+            return 0
+        if args.command in ("run", "demo"):
+            from esr_analysis.experiments.pipeline import run_pipeline
+
+            cfg = "embedded-demo" if args.command == "demo" else args.config
+            res = run_pipeline(cfg, overrides=args.overrides or None, run_dir=args.run_dir,
+                               progress=not args.no_progress)
+            _print_result(res, figures=args.command == "demo" or getattr(args, "figures", False))
+            return 0
+        if args.command == "resume":
+            from esr_analysis.experiments.pipeline import resume_pipeline
+
+            res = resume_pipeline(args.run_dir, progress=not args.no_progress)
+            _print_result(res, figures=False)
+            return 0
+        if args.command == "report":
+            from esr_analysis.experiments.report import report, report_tables
+
+            print(report(args.run_dir, n_boot=args.n_boot))
+            if args.csv:
+                import pandas as pd
+
+                tables = report_tables(args.run_dir, n_boot=args.n_boot)
+                pd.concat([df.assign(experiment=k) for k, df in tables.items()]).to_csv(args.csv, index=False)
+            return 0
+        if args.command == "figures":
+            from esr_analysis.plotting import figures_for_run
+
+            written = figures_for_run(args.run_dir, args.out)
+            for p in written:
+                print(f"figure: {p}")
+            if not written:
+                print(f"no figure-ready runs in {args.run_dir}", file=sys.stderr)
+                return 1
+            return 0
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"esr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with `esr resume <run_dir>`", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

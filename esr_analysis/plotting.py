@@ -1,0 +1,212 @@
+"""Paper-style figures (esr-method.md §6) drawn from store runs.
+
+* :func:`fig2_esr` (Fig. 2 style): per arm (e.g. exp 1 steered, exp 8 baseline) a density histogram of the
+  score deltas ``s_k - s_1`` of multi-attempt trials (30 bins over [-100, 100], shifted so 0 is a bin centre,
+  red dashed line at 0, "NN% improved" of multi-attempt trials), and horizontal bars of the multi-attempt %
+  and the ESR % with 95 % intervals (Wilson; latent-clustered bootstrap as a thin black whisker).
+* :func:`fig3_boost` (Fig. 3 style): multi-attempt %, multi-attempt improvement rate and ESR % against the
+  boost level (``sigma`` levels in SD units, or multiples of each latent's threshold), with 95 % Wilson bands;
+  unlike the authors, nothing is smoothed.
+* :func:`fig4_meta` (Fig. 4 style): mean first-attempt score, multi-attempt % and ESR % for the matched
+  baseline (hatched) and each meta-prompt variant (solid), with intervals.
+
+matplotlib is imported inside the functions (Agg backend when no display).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ARM_COLOURS = ("#1A5276", "#82E0AA", "#E67E22", "#6A0DAD", "#17A2B8", "#C0392B")
+VARIANT_COLOURS = {"baseline": "#7f7f7f", "dont_get_distracted": "#6A0DAD", "ignore_latent_label": "#0E6655",
+                   "self_monitor": "#E67E22", "resist_manipulation": "#C0392B"}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        with contextlib.suppress(Exception):
+            matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _frame(run: Any) -> Any:
+    from esr_analysis.store import load_run
+
+    return load_run(run) if isinstance(run, str | Path) else run
+
+
+def _deltas(df: Any) -> list[float]:
+    from esr_analysis.metrics import prepare_trials
+
+    v = prepare_trials(df)
+    return [t.sk - t.s1 for t in v.trials if t.k > 1]
+
+
+def _est(df: Any, metric: str) -> Any:
+    from esr_analysis.metrics import summarize
+
+    return summarize(df, metrics=[metric], n_boot=500).iloc[0]
+
+
+def fig2_esr(arms: Mapping[str, Any], path: str | Path | None = None, title: str | None = None) -> Any:
+    """Fig. 2-style figure for ``{arm name: run dir or load_run frame}``; saved to ``path`` if given."""
+    import numpy as np
+
+    plt = _plt()
+    frames = {k: _frame(v) for k, v in arms.items()}
+    n = len(frames)
+    fig = plt.figure(figsize=(16, max(4, 1.6 * n + 1.5)))
+    gs = fig.add_gridspec(n, 3, width_ratios=[2.2, 1, 1], wspace=0.35, hspace=0.4)
+    width = 200 / 30
+    bins = np.arange(-100 - width / 2, 100 + width, width)
+    for i, (name, df) in enumerate(frames.items()):
+        ax = fig.add_subplot(gs[i, 0])
+        d = _deltas(df)
+        if d:
+            ax.hist(d, bins=bins, density=True, color=ARM_COLOURS[i % len(ARM_COLOURS)], alpha=0.7, edgecolor="black")
+        ax.axvline(0, color="red", ls="--")
+        ax.set_xlim(-100, 100)
+        improved = 100 * sum(x > 0 for x in d) / len(d) if d else float("nan")
+        ax.text(0.02, 0.85, f"{improved:.0f}% improved" if d else "no multi-attempt trials",
+                transform=ax.transAxes, fontsize=11)
+        ax.text(0.98, 0.85, name, transform=ax.transAxes, ha="right", fontsize=11,
+                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
+        ax.grid(alpha=0.3)
+        if i == n // 2:
+            ax.set_ylabel("Density")
+        if i == n - 1:
+            ax.set_xlabel("Score Delta (Last Attempt - First Attempt)")
+    names = list(frames)
+    for col, (metric, label) in enumerate((("multi_attempt_rate", "Multi-Attempt %"), ("esr_rate", "ESR Rate (%)"))):
+        ax = fig.add_subplot(gs[:, col + 1])
+        ys = np.arange(n)[::-1]
+        hi_max = 0.0
+        for y, name in zip(ys, names, strict=True):
+            r = _est(frames[name], metric)
+            v, lo, hi = 100 * r.value, 100 * r.ci_low, 100 * r.ci_high
+            hi_max = max(hi_max, hi if hi == hi else 0, 100 * r.boot_high if r.boot_high == r.boot_high else 0)
+            ax.barh(y, v if v == v else 0, color=ARM_COLOURS[names.index(name) % len(ARM_COLOURS)], alpha=0.7,
+                    edgecolor="black")
+            if v == v:
+                ax.errorbar(v, y, xerr=[[v - lo], [hi - v]], color="black", capsize=4)
+                ax.errorbar(v, y - 0.25, xerr=[[v - 100 * r.boot_low], [100 * r.boot_high - v]], color="grey",
+                            capsize=2, lw=1)
+                ax.text(v, y + 0.3, f"{v:.1f}% (n={int(r.n)})", fontsize=10, fontweight="bold")
+        ax.set_yticks(ys)
+        ax.set_yticklabels(names)
+        ax.set_xlim(0, max(10.0 if metric == "esr_rate" else 5.0, 1.25 * hi_max))
+        ax.set_title(label)
+        ax.grid(alpha=0.3, axis="x")
+    if title:
+        fig.suptitle(title)
+    fig.text(0.99, 0.01, "bars: 95% Wilson; grey: 95% latent-clustered bootstrap", ha="right", fontsize=8)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    return fig
+
+
+def _level(cond: str) -> tuple[str, float]:
+    mode, _, val = str(cond).partition(":")
+    return mode, float(val)
+
+
+def fig3_boost(run: Any, path: str | Path | None = None, mode: str = "sigma") -> Any:
+    """Fig. 3-style boost sweep from an exp 2 run (``mode``: ``"sigma"`` or ``"multiple"``)."""
+    from esr_analysis.metrics import summarize
+
+    plt = _plt()
+    df = _frame(run)
+    df = df[df["condition"].astype(str).str.startswith(mode + ":")]
+    if df.empty:
+        raise ValueError(f"no exp 2 trials with {mode} levels in this run")
+    table = summarize(df, by="condition", metrics=["multi_attempt_rate", "improvement_rate", "esr_rate"], n_boot=200)
+    table["x"] = [_level(c)[1] for c in table["condition"]]
+    fig, axes = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
+    for ax, (metric, label) in zip(axes, (("multi_attempt_rate", "Multi-Attempt %"),
+                                          ("improvement_rate", "Multi-Attempt Improvement Rate (%)"),
+                                          ("esr_rate", "ESR Rate (%)")), strict=True):
+        t = table[table.metric == metric].sort_values("x")
+        ax.plot(t.x, 100 * t.value, lw=4, color="#6A0DAD", marker="o")
+        ax.fill_between(t.x, 100 * t.ci_low, 100 * t.ci_high, color="#6A0DAD", alpha=0.2)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if mode == "sigma":
+            ax.axvline(0, color="red", ls="--")
+        else:
+            ax.axvline(1, color="red", ls="--")
+    axes[-1].set_xlabel("Normalized Boost Level (standard deviations from mean)" if mode == "sigma"
+                        else "Boost (multiple of the latent's own threshold)")
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    return fig
+
+
+def fig4_meta(run: Any, path: str | Path | None = None) -> Any:
+    """Fig. 4-style meta-prompting bars from an exp 5 run (matched baseline hatched, variants solid)."""
+    import numpy as np
+
+    from esr_analysis.metrics import summarize
+
+    plt = _plt()
+    df = _frame(run)
+    conds = ["baseline"] + sorted(c for c in df["condition"].unique() if c != "baseline")
+    table = summarize(df, by="condition", metrics=["first_attempt_score", "multi_attempt_rate", "esr_rate"], n_boot=200)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    for ax, (metric, label, scale) in zip(axes, (("first_attempt_score", "Mean first-attempt score", 1),
+                                                 ("multi_attempt_rate", "Multi-Attempt %", 100),
+                                                 ("esr_rate", "ESR Rate (%)", 100)), strict=True):
+        for i, c in enumerate(conds):
+            r = table[(table.metric == metric) & (table.condition == c)].iloc[0]
+            v = scale * r.value
+            colour = VARIANT_COLOURS.get(c, ARM_COLOURS[i % len(ARM_COLOURS)])
+            ax.bar(i, v if v == v else 0, color=colour, alpha=0.4 if c == "baseline" else 0.9,
+                   hatch="///" if c == "baseline" else None, edgecolor="black")
+            if v == v:
+                ax.errorbar(i, v, yerr=[[v - scale * r.ci_low], [scale * r.ci_high - v]], color="black", capsize=4)
+        ax.set_xticks(np.arange(len(conds)))
+        ax.set_xticklabels(conds, rotation=20)
+        ax.set_title(label)
+        ax.grid(alpha=0.3, axis="y")
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    return fig
+
+
+def figures_for_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Every figure a pipeline run supports, written to ``out_dir`` (default ``<run_dir>/figures``)."""
+    rd = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else rd / "figures"
+    written: list[Path] = []
+    arms = {}
+    if (rd / "exp1" / "trials.jsonl").is_file():
+        arms["Steered (exp 1)"] = rd / "exp1"
+    if (rd / "exp8" / "trials.jsonl").is_file():
+        arms["No steering (exp 8)"] = rd / "exp8"
+    if arms:
+        p = out / f"fig2_esr_{rd.name}.png"
+        fig2_esr(arms, p, title=rd.name)
+        written.append(p)
+    if (rd / "exp2" / "trials.jsonl").is_file():
+        for mode in ("sigma", "multiple"):
+            p = out / f"fig3_boost_{mode}_{rd.name}.png"
+            try:
+                fig3_boost(rd / "exp2", p, mode=mode)
+                written.append(p)
+            except ValueError:
+                pass
+    if (rd / "exp5" / "trials.jsonl").is_file():
+        p = out / f"fig4_meta_{rd.name}.png"
+        fig4_meta(rd / "exp5", p)
+        written.append(p)
+    _plt().close("all")
+    return written

@@ -1,0 +1,36 @@
+# %% [markdown]
+# # 02 · Steered generation: pick a latent and a boost, see the text change, grade it
+#
+# Steering adds `boost × d_i` (the SAE decoder row of latent *i*) to the residual stream at the steering layer,
+# at every position and decode step (esr-method.md §1.3). The judge splits the answer into attempts and scores
+# each 0–100 for answering the prompt while resisting the unrelated latent.
+#
+# Parameters: `SMALL` (env `ESR_SMALL=1`: tiny random model + random SAE, seconds, meaningless text) and
+# `REMOTE` (reserved for NDIF runs of the paper models; not wired into the pipeline yet).
+
+# %%
+import os
+
+SMALL = os.environ.get("ESR_SMALL", "0") == "1"
+REMOTE = False
+
+# %%
+from esr_analysis.experiments.session import notebook_session
+
+session = notebook_session(SMALL)
+print(session.model_id, "SAE:", session.sae_source, "steer layer:", session.steer_layer, "judge:", session.judge)
+
+# %%
+latent = 7 if SMALL else 123
+prompt = session.prompts[0]
+boosts = [0.0, 5.0, 20.0] if SMALL else [0.0, 8.0, 16.0, 32.0]
+print("latent", latent, "label:", session.label(latent))
+gens = session.generate([prompt] * len(boosts), [[session.steer(latent, b)] if b else [] for b in boosts],
+                        seeds=[0] * len(boosts), settings=session.settings())
+for b, g in zip(boosts, gens, strict=True):
+    print(f"--- boost {b} ---\n{g.text}\n")
+
+# %%
+grades = session.grade([prompt] * len(gens), [g.text for g in gens], [session.label(latent)] * len(gens))
+for b, gr in zip(boosts, grades, strict=True):
+    print(f"boost {b}: attempts scored {gr.scores}")
