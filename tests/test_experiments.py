@@ -101,6 +101,17 @@ def test_presets_and_overrides():
         load_config("embedded-demo", ["experiments=[\"exp9\"]"])
 
 
+def test_cli_bad_configs_exit_2(monkeypatch, capsys):
+    from esr_analysis.cli import main
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    assert main(["run", "no-such-preset"]) == 2
+    assert main(["run", "embedded-demo", "--set", "search.target=101"]) == 2
+    assert main(["run", "embedded-demo", "--set", "judge=claude"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset" in err and "between 0 and 100" in err and "ANTHROPIC_API_KEY" in err
+
+
 def test_bad_configs_fail_before_compute(monkeypatch, tiny_sae):
     from esr_analysis.experiments.session import ConfigError, preflight
 
@@ -176,6 +187,14 @@ def test_pipeline_end_to_end_resumes_and_hits_caches(tmp_path, tiny_sae):
     assert {c.split(":")[0] for c in (t.condition for t in exp2)} == {"sigma", "multiple"}
     text = report(rd, n_boot=50)
     assert "esr_rate" in text and "== exp1 ==" in text
+
+    from esr_analysis.cli import main
+
+    assert main(["report", str(rd), "--n-boot", "50"]) == 0
+    assert main(["figures", str(rd), "--out", str(tmp_path / "figs")]) == 0
+    names = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert any(n.startswith("fig2_esr") for n in names) and any(n.startswith("fig4_meta") for n in names)
+    assert any(n.startswith("fig3_boost_sigma") for n in names)
 
     # a killed run: drop the last trials and a partial line; resume redoes exactly those
     p = rd / "exp1" / "trials.jsonl"
