@@ -10,7 +10,7 @@ A step's score is the mean first-attempt score / 100 of its samples; samples wit
 attempt are left out, and a step with no usable sample does not update the posterior (it is logged).
 
 Cache: one JSON file per key under ``<cache>/thresholds/``; the key hashes (model, SAE, latent, target, judge,
-search config, steering layer/scope, sampling settings), so runs with different targets or judges never mix.
+search config, steering layer/scope, sampling settings, prompt-set content), so runs with different targets or judges never mix.
 Each entry holds the threshold, the achieved score (if measured) and the whole search history.
 """
 
@@ -55,7 +55,7 @@ def threshold_key(session: Any, latent: int) -> str:
                "rubric": getattr(session.judge, "rubric_hash", None),
                "search": c.search.model_dump(exclude={"measure_achieved"}), "layer": session.steer_layer,
                "scope": c.scope, "settings": session.settings(c.search.max_new_tokens).model_dump(mode="json"),
-               "prompts": c.prompts}
+               "prompts": hashlib.sha256("\n".join(session.prompts).encode()).hexdigest()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
