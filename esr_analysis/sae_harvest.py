@@ -17,8 +17,12 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from esr_analysis.paths import cache_subdir
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def token_windows(tokenizer, corpus_file: Path, seq_len: int, max_windows: int) -> list[list[int]]:
@@ -101,3 +105,28 @@ def harvest_split(lm, tokenizer, layer: int, corpus_file: Path, out: Path, *, n_
 def acts_dir(model_name: str, layer: int) -> Path:
     """Where the shards of ``model_name`` at ``layer`` live: ``<cache>/sae_acts/<model>-l<layer>``."""
     return cache_subdir("sae_acts") / f"{model_name}-l{layer}"
+
+
+def residuals_for_texts(lm, texts: list[str], layer: int, *, drop_first: int = 1, chat: bool = False,
+                        drop_sinks: bool = True) -> torch.Tensor:
+    """Block-``layer`` residuals ``[N, D]`` (float32) of ``texts``, one forward each, without the first
+    ``drop_first`` positions and (with ``drop_sinks``) sink positions (norm > 10x the median).
+
+    With ``chat`` each text is a user prompt rendered by the chat template.
+    """
+    import torch
+
+    from esr_analysis.chat import format_chat
+    from esr_analysis.sae_training import non_sink_mask
+    from esr_analysis.tracing import forward_with_plan, step0_masks
+
+    out = []
+    for text in texts:
+        ids = format_chat(lm.tokenizer, text)[1] if chat else lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        x = torch.tensor([ids], dtype=torch.long)
+        mask = torch.ones_like(x)
+        _, resid = forward_with_plan(lm, x, mask, plans=[], masks=step0_masks(mask), save_residual_layers=(layer,),
+                                     stop_after_last=True)
+        out.append(resid[layer][0, drop_first:].float())
+    h = torch.cat(out)
+    return h[non_sink_mask(h)] if drop_sinks else h

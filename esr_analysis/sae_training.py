@@ -113,6 +113,8 @@ class TrainSettings:
     l1_warm_up_fraction: float = 0.05
     seed: int = 0
     n_batches_for_norm_estimate: int = 20
+    max_seconds: float | None = None  # stop early (after the current step) once training ran this long
+    lr_scheduler: str = "cosineannealing"  # "constant" suits a time-limited run
     hook_name: str = ""
     model_name: str = ""
 
@@ -156,14 +158,29 @@ def train_sae(acts: torch.Tensor, settings: TrainSettings, *, device: str = "cpu
     sae.cfg.metadata.model_name = settings.model_name
     cfg = SAETrainerConfig(
         total_training_samples=steps * settings.batch_size, train_batch_size_samples=settings.batch_size,
-        lr=settings.lr, lr_end=settings.lr * settings.lr_end_fraction, lr_scheduler_name="cosineannealing",
+        lr=settings.lr, lr_end=settings.lr * settings.lr_end_fraction, lr_scheduler_name=settings.lr_scheduler,
         lr_warm_up_steps=settings.lr_warm_up_steps, device=device,
         n_batches_for_norm_estimate=settings.n_batches_for_norm_estimate,
         dead_feature_window=max(50, steps // 4), feature_sampling_window=max(50, steps // 4),
         logger=LoggingConfig(log_to_wandb=False))
     batches = activation_batches(acts, settings.batch_size, seed=settings.seed, device=device)
-    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=batches)
+    holder: dict[str, Any] = {}
+
+    def provider() -> Iterator[torch.Tensor]:
+        import time
+
+        t0 = time.monotonic()
+        for b in batches:
+            tr = holder.get("trainer")
+            if settings.max_seconds is not None and tr is not None and time.monotonic() - t0 > settings.max_seconds:
+                # end fit()'s loop after this step (its condition is n_training_samples < total)
+                tr.cfg.total_training_samples = tr.n_training_samples + settings.batch_size
+            yield b
+
+    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=provider())
+    holder["trainer"] = trainer
     trained = trainer.fit()
+    settings.samples_trained = int(trainer.n_training_samples)  # type: ignore[attr-defined]
     if trained.cfg.normalize_activations != "none":  # pragma: no cover - sae-lens folds it in fit()
         raise RuntimeError("sae-lens did not fold the activation scaling into the weights")
     with tempfile.TemporaryDirectory() as tmp:
