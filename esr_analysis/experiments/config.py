@@ -148,7 +148,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "repetition_penalty": 1.1, "experiments": ["exp1", "exp8"],
         "selection": {"n_latents": 6, "candidate_factor": 3, "relevance_rule": "zero"},
         "search": {"target": 30.0, "n_steps": 4, "samples_per_step": 1, "lower": 0.0, "upper": 40.0,
-                   "prior_mean": 12.0, "prior_std": 10.0, "max_new_tokens": 48, "measure_achieved": False},
+                   "prior_mean": 12.0, "prior_std": 10.0, "max_new_tokens": 32, "measure_achieved": False},
     },
     "paper-llama-3.3-70b": _paper("meta-llama/Llama-3.3-70B-Instruct", 0, 100, 7, 5,
                                   search={"samples_per_step": 5}),
