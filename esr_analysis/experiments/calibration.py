@@ -118,7 +118,10 @@ def calibrate(session: Any, latents: list[int], *, cache: ThresholdCache | None 
                                             confidence_scale=s.confidence_scale) for lat in todo}
     rngs = {lat: random.Random(_row_seed(s.seed, "search", lat)) for lat in todo}
     settings = session.settings(s.max_new_tokens)
-    for step in range(s.n_steps):
+    from tqdm.auto import tqdm
+
+    for step in tqdm(range(s.n_steps), desc=f"calibrate {len(todo)} latents", unit="step",
+                     disable=not session.progress):
         rows: list[tuple[int, str, float, int]] = []
         for lat in todo:
             x = searches[lat].median()

@@ -89,6 +89,10 @@ def run_trials(session: Any, run_dir: str | Path, experiment: str, specs: Sequen
         pending = [(s, k) for s, k in pending if not (k in seen or seen.add(k))]
         settings = session.settings()
         step = session.config.batch_size
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(keyed), initial=len(keyed) - len(pending), desc=experiment, unit="trial",
+                   disable=not session.progress)
         for lo in range(0, len(pending), step):
             chunk = pending[lo:lo + step]
             ivs = [[session.steer(s.latent, s.boost)] if (s.boost is not None and s.latent is not None) else []
@@ -104,4 +108,6 @@ def run_trials(session: Any, run_dir: str | Path, experiment: str, specs: Sequen
                     latent_label=lab, boost=s.boost if steered else 0.0, unit="sae", scope=session.config.scope,
                     layers=Layers(steer=session.steer_layer if steered else None), key_extra=s.key_extra, meta=meta)
                 writer.append(trial)
+            bar.update(len(chunk))
+        bar.close()
     return Path(run_dir)
