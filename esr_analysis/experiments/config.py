@@ -146,7 +146,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "name": "embedded-demo", "model": "qwen2.5-coder-0.5b-instruct", "sae": None, "judge": "offline",
         "n_prompts_per_latent": 3, "temperature": 0.6, "max_new_tokens": 64, "batch_size": 18,
         "repetition_penalty": 1.1, "experiments": ["exp1", "exp8"],
-        "selection": {"n_latents": 6, "candidate_factor": 3, "relevance_rule": "zero"},
+        "selection": {"n_latents": 6, "candidate_factor": 8, "relevance_rule": "zero"},
         "search": {"target": 30.0, "n_steps": 4, "samples_per_step": 1, "lower": 0.0, "upper": 40.0,
                    "prior_mean": 12.0, "prior_std": 10.0, "max_new_tokens": 32, "measure_achieved": False},
     },
