@@ -32,3 +32,4 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_judge.py
+	$(PY) benchmarks/bench_pipeline.py

@@ -153,7 +153,10 @@ def generate_with_plan(
     n_steps = max_new_tokens
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*was never reached.*")
-        with lm.generate(max_new_tokens=max_new_tokens, remote=remote, **generate_kwargs) as tracer:
+        kwargs = dict(generate_kwargs)
+        if "generation_config" not in kwargs:
+            kwargs["max_new_tokens"] = max_new_tokens
+        with lm.generate(remote=remote, **kwargs) as tracer:
             with tracer.invoke(inputs):
                 reads = nnsight.save({p.layer: [] for p in plans if p.read is not None})
                 layers = lm.model.layers
