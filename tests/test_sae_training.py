@@ -52,9 +52,15 @@ def test_harvest_shards_match_direct_forward(shards, tiny_lm):
 def test_train_measure_label(shards, tiny_lm, tmp_path, arch):
     from esr_analysis.labels import LatentLabels, build_labels
     from esr_analysis.sae_loading import load_sae
+    from esr_analysis.sae_training import (
+        TrainSettings,
+        ce_loss_recovered,
+        load_shards,
+        non_sink_mask,
+        reconstruction_stats,
+        train_sae,
+    )
     from esr_analysis.saes import SlicedSAE
-    from esr_analysis.sae_training import (TrainSettings, ce_loss_recovered, load_shards, non_sink_mask,
-                                           reconstruction_stats, train_sae)
 
     out, _ = shards
     data = load_shards(out)
