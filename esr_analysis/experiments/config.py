@@ -147,8 +147,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_prompts_per_latent": 3, "temperature": 0.6, "max_new_tokens": 64, "batch_size": 18,
         "repetition_penalty": 1.1, "experiments": ["exp1", "exp8"],
         "selection": {"n_latents": 6, "candidate_factor": 8, "relevance_rule": "zero"},
-        "search": {"target": 30.0, "n_steps": 4, "samples_per_step": 1, "lower": 0.0, "upper": 40.0,
-                   "prior_mean": 12.0, "prior_std": 10.0, "max_new_tokens": 32, "measure_achieved": False},
+        # shipped SAE: decoder rows have median norm ~0.5 and the layer-12 residual median norm is ~20,
+        # so 40 SAE units add about one median residual norm
+        "search": {"target": 30.0, "n_steps": 4, "samples_per_step": 1, "lower": 0.0, "upper": 120.0,
+                   "prior_mean": 40.0, "prior_std": 25.0, "max_new_tokens": 32, "measure_achieved": False},
     },
     "paper-llama-3.3-70b": _paper("meta-llama/Llama-3.3-70B-Instruct", 0, 100, 7, 5,
                                   search={"samples_per_step": 5}),
