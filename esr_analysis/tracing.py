@@ -76,6 +76,21 @@ def encode_slice(h: torch.Tensor, p: SliceParams) -> torch.Tensor:
     return acts
 
 
+def _apply_plan(module, lp: LayerPlan, masks: dict[str, Any]):
+    """Inside a trace: apply ``lp``'s edits to ``module``'s output and return the (edited) hidden state."""
+    out = module.output
+    hidden = out[0] if isinstance(out, tuple) else out
+    delta = _edit_delta(hidden, lp, masks)
+    if delta is None:
+        return hidden
+    hidden = hidden + delta.to(hidden.dtype)
+    if isinstance(out, tuple):
+        module.output = (hidden,) + tuple(out[1:])
+    else:
+        module.output = hidden
+    return hidden
+
+
 def _edit_delta(h, lp: LayerPlan, masks: dict[str, Any]):
     """The total change at one layer given the per-scope position masks (``None`` = scope inactive)."""
     delta = None
@@ -163,16 +178,7 @@ def generate_with_plan(
                 for step in tracer.iter[:n_steps]:
                     masks = masks0 if step == 0 else masks_n
                     for lp in plans:
-                        module = layers[lp.layer]
-                        out = module.output
-                        hidden = out[0] if isinstance(out, tuple) else out
-                        delta = _edit_delta(hidden, lp, masks)
-                        if delta is not None:
-                            hidden = hidden + delta.to(hidden.dtype)
-                            if isinstance(out, tuple):
-                                module.output = (hidden,) + tuple(out[1:])
-                            else:
-                                module.output = hidden
+                        hidden = _apply_plan(layers[lp.layer], lp, masks)
                         if lp.read is not None:
                             f = encode_slice(hidden[:, -1, :].to(lp.read.W_enc.dtype), lp.read)
                             reads[lp.layer].append(f.detach().cpu())
@@ -211,20 +217,10 @@ def forward_with_plan(
         resid = nnsight.save({})
         layers = lm.model.layers
         for layer in layers_touched:
-            module = layers[layer]
-            out = module.output
-            hidden = out[0] if isinstance(out, tuple) else out
-            lp = plan_by_layer.get(layer)
-            if lp is not None:
-                delta = _edit_delta(hidden, lp, masks)
-                if delta is not None:
-                    hidden = hidden + delta.to(hidden.dtype)
-                    if isinstance(out, tuple):
-                        module.output = (hidden,) + tuple(out[1:])
-                    else:
-                        module.output = hidden
-                if lp.read is not None:
-                    acts[layer] = encode_slice(hidden.to(lp.read.W_enc.dtype), lp.read).detach().cpu()
+            lp = plan_by_layer.get(layer, LayerPlan(layer=layer))
+            hidden = _apply_plan(layers[layer], lp, masks)
+            if lp.read is not None:
+                acts[layer] = encode_slice(hidden.to(lp.read.W_enc.dtype), lp.read).detach().cpu()
             if layer in save_residual_layers:
                 resid[layer] = hidden.detach().cpu()
         if stop_after_last:
