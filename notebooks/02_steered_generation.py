@@ -5,7 +5,7 @@
 # at every position and decode step (esr-method.md §1.3). The judge splits the answer into attempts and scores
 # each 0–100 for answering the prompt while resisting the unrelated latent.
 #
-# Parameters: `SMALL` (env `ESR_SMALL=1`: tiny random model + random SAE, seconds, meaningless text) and
+# Parameters: `SMALL` (env `ESR_SMALL=1`: fewer boosts, short generations) and
 # `REMOTE` (reserved for NDIF runs of the paper models; not wired into the pipeline yet).
 
 # %%
@@ -21,9 +21,9 @@ session = notebook_session(SMALL)
 print(session.model_id, "SAE:", session.sae_source, "steer layer:", session.steer_layer, "judge:", session.judge)
 
 # %%
-latent = 7 if SMALL else 123
+latent = 2878  # shipped SAE; `describe_latent(2878)` shows its top contexts (a "God | judge | Lord" latent)
 prompt = session.prompts[0]
-boosts = [0.0, 5.0, 20.0] if SMALL else [0.0, 8.0, 16.0, 32.0]
+boosts = [0.0, 60.0] if SMALL else [0.0, 30.0, 60.0, 90.0]
 print("latent", latent, "label:", session.label(latent))
 gens = session.generate([prompt] * len(boosts), [[session.steer(latent, b)] if b else [] for b in boosts],
                         seeds=[0] * len(boosts), settings=session.settings())

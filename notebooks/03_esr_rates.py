@@ -4,7 +4,7 @@
 # Latent selection → per-latent threshold (probabilistic bisection to a first-attempt score of 30) → each
 # latent steered at its threshold on k distinct prompts (exp 1) and the same latents/prompts/seeds unsteered
 # (exp 8). Metrics carry Wilson intervals and latent-clustered bootstrap intervals. `SMALL` (env `ESR_SMALL=1`)
-# runs the same code on a tiny random model in seconds.
+# runs the same code with two latents and short generations.
 
 # %%
 import os

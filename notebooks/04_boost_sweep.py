@@ -3,7 +3,7 @@
 #
 # Levels in σ units of the run's threshold distribution (μ ± 3σ, clamped at 0, as the authors define them) and
 # multiples of each latent's own threshold; the same prompts and seeds at every level. `SMALL` (env
-# `ESR_SMALL=1`) runs on a tiny random model.
+# `ESR_SMALL=1`) runs it with two latents and short generations.
 
 # %%
 import os

@@ -3,8 +3,8 @@
 #
 # Each variant appends an instruction to the user prompt; the baseline is re-run on the same
 # (latent, prompt, seed) without it (the authors compared against pooled exp 1 data instead). Variants are in
-# `esr_analysis.experiments.metaprompt.META_VARIANTS` (add your own). `SMALL` (env `ESR_SMALL=1`) runs on a tiny
-# random model.
+# `esr_analysis.experiments.metaprompt.META_VARIANTS` (add your own). `SMALL` (env `ESR_SMALL=1`) runs one
+# variant with two latents and short generations.
 
 # %%
 import os

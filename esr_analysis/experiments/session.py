@@ -299,27 +299,21 @@ def open_session(config: ExperimentConfig, *, model: Any = None, sae: Any = None
 
 
 SMALL_OVERRIDES: dict[str, Any] = {
-    "model": "tiny-llama", "n_prompts_per_latent": 2, "max_new_tokens": 12, "batch_size": 8,
-    "selection.n_latents": 3, "selection.relevance_rule": "none", "search.n_steps": 2, "search.max_new_tokens": 8,
-    "search.upper": 20.0, "search.prior_mean": 5.0, "search.prior_std": 5.0, "search.grid_size": 500,
-    "boost.n_levels": 4, "boost.multiples": [0.5, 1.0, 2.0],
+    "n_prompts_per_latent": 2, "max_new_tokens": 16, "batch_size": 8,
+    "selection.n_latents": 2, "selection.relevance_rule": "none", "search.n_steps": 2, "search.max_new_tokens": 8,
+    "search.grid_size": 500, "boost.n_levels": 4, "boost.multiples": [0.5, 1.0, 2.0],
 }
-"""What ``SMALL`` changes: a tiny random model, a random SAE, three latents, very short generations."""
+"""What ``SMALL`` changes: the same embedded model, SAE and judge, but two latents, two search steps and very
+short generations (a smoke run of a minute or two; its numbers mean little)."""
 
 
 def notebook_session(small: bool, preset: str = "embedded-demo", overrides: dict[str, Any] | None = None,
                      progress: bool = True) -> Session:
-    """The session a notebook uses: the preset as is, or with ``small`` the tiny random Llama of
-    :mod:`esr_analysis.testing` with a random 256-latent SAE and :data:`SMALL_OVERRIDES` (pipeline smoke test
-    in seconds; its numbers mean nothing). The judge is the preset's (offline for ``embedded-demo``)."""
+    """The session a notebook uses: the preset as is, or with ``small`` the preset with :data:`SMALL_OVERRIDES`.
+
+    The judge is the preset's (offline for ``embedded-demo``)."""
     from esr_analysis.experiments.config import load_config
 
     over = dict(SMALL_OVERRIDES) if small else {}
     over.update(overrides or {})
-    cfg = load_config(preset, over)
-    if small:
-        from esr_analysis.models import load_tiny
-        from esr_analysis.testing import TINY_HIDDEN
-
-        return open_session(cfg, model=load_tiny("llama"), sae=random_sae(TINY_HIDDEN, 256, 0), progress=progress)
-    return open_session(cfg, progress=progress)
+    return open_session(load_config(preset, over), progress=progress)
