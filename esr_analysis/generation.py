@@ -369,8 +369,6 @@ def generate(
         seeds = [seeds + i for i in range(len(rows))]
     if seeds is not None and len(seeds) != len(rows):
         raise ValueError(f"got {len(seeds)} seeds for {len(rows)} prompts")
-    if remote:
-        tracing.register_package_for_remote()
 
     name = _model_facts(model)[0]
     formatted = [format_chat(model.tokenizer, p, chat=chat, llama_extra_header=llama_extra_header) for p in prompts]
@@ -439,8 +437,6 @@ def replay(
 
     if capture is None:
         raise ValueError("replay needs capture=LatentCapture(latents, layer)")
-    if remote:
-        tracing.register_package_for_remote()
     prompts = [p for p, _ in pairs]
     rows = _normalise_rows(prompts, interventions)
     validate(model, rows, sae, capture)
@@ -503,8 +499,6 @@ def read_residuals(
     _, n_layers, _ = _model_facts(model)
     if not 0 <= layer < n_layers:
         raise ValueError(f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
-    if remote:
-        tracing.register_package_for_remote()
     seqs = [format_chat(model.tokenizer, p, chat=chat)[1] for p in prompts]
     _, addends, ablations = _resolve(model, rows, sae)
     plans = _build_plans(model, sae, addends, ablations, None, len(rows))

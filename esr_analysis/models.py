@@ -521,6 +521,30 @@ def meta_model_for(name: str | ModelSpec) -> Any:
     return lm
 
 
+def load_remote_model(name: str | ModelSpec) -> Any:
+    """An nnsight model for remote (NDIF) execution: weightless on ``meta``, with the model's real tokenizer.
+
+    The shipped config builds the module tree (no weights are downloaded); the tokenizer comes from the
+    Hugging Face Hub or its local cache. Pass ``remote=True`` to ``generate``/``replay`` with it. Offline,
+    or without access to the (gated) repo, this fails at once with :class:`FileNotFoundError`.
+    """
+    from transformers import AutoTokenizer
+
+    from esr_analysis import tracing
+
+    spec = get_spec(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(spec.hf_id)
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(
+            f"remote runs of {spec.hf_id} need its tokenizer from the Hugging Face Hub (or its local cache): {exc}. "
+            "Connect to the Hub (unset HF_HUB_OFFLINE) and accept the model's licence with your HF token."
+        ) from exc
+    lm = tracing.meta_model(spec.hf_id, load_config(spec), tok)
+    _remember(lm, spec)
+    return lm
+
+
 # --------------------------------------------------------------------------------------------------
 # loading
 

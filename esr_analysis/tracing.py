@@ -160,6 +160,8 @@ def generate_with_plan(
     import torch
 
     nnsight = import_nnsight()
+    if remote:
+        register_package_for_remote()
     plans = sorted(plans, key=lambda p: p.layer)
     masks0 = step0_masks(attention_mask)
     one = torch.ones(1, 1, 1)
@@ -209,6 +211,8 @@ def forward_with_plan(
     import torch
 
     nnsight = import_nnsight()
+    if remote:
+        register_package_for_remote()
     plan_by_layer = {p.layer: p for p in plans}
     layers_touched = sorted(set(plan_by_layer) | set(save_residual_layers))
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -245,6 +249,8 @@ def forward_with_residual_replaced(
     import torch
 
     nnsight = import_nnsight()
+    if remote:
+        register_package_for_remote()
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     with torch.no_grad(), lm.trace(inputs, remote=remote):
         if residual is not None:
@@ -270,11 +276,18 @@ def scan_shapes(lm, text: str, layer: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
+_REGISTERED = False
+
+
 def register_package_for_remote() -> None:
-    """Ship ``esr_analysis`` by value with remote requests (NDIF cannot import it otherwise)."""
+    """Ship ``esr_analysis`` by value with remote requests (NDIF cannot import it otherwise). Idempotent."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
     import esr_analysis
 
     nnsight = import_nnsight()
     register = getattr(nnsight, "register", None)
     if register is not None:
         register(esr_analysis)
+    _REGISTERED = True

@@ -10,14 +10,14 @@ import os
 import tempfile
 
 SMALL = os.environ.get("ESR_SMALL", "0") == "1"
-REMOTE = False
+REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (needs NDIF_API_KEY)
 
 # %%
 from esr_analysis.experiments.pipeline import run_pipeline
 from esr_analysis.experiments.report import report
 from esr_analysis.experiments.session import notebook_session
 
-session = notebook_session(SMALL, overrides={"experiments": ["exp2"]})
+session = notebook_session(SMALL, remote=REMOTE, overrides={"experiments": ["exp2"]})
 run_dir = os.path.join(tempfile.mkdtemp(), "boost") if SMALL else "../runs/notebook-boost-sweep"
 result = run_pipeline(session.config, session=session, run_dir=run_dir)
 print(report(result.run_dir, n_boot=200))

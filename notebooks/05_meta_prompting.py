@@ -11,7 +11,7 @@ import os
 import tempfile
 
 SMALL = os.environ.get("ESR_SMALL", "0") == "1"
-REMOTE = False
+REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (needs NDIF_API_KEY)
 
 # %%
 from esr_analysis.experiments.metaprompt import META_VARIANTS
@@ -21,7 +21,7 @@ from esr_analysis.experiments.session import notebook_session
 
 print(META_VARIANTS)
 variants = ["self_monitor"] if SMALL else list(META_VARIANTS)
-session = notebook_session(SMALL, overrides={"experiments": ["exp5"], "meta_variants": variants})
+session = notebook_session(SMALL, remote=REMOTE, overrides={"experiments": ["exp5"], "meta_variants": variants})
 run_dir = os.path.join(tempfile.mkdtemp(), "meta") if SMALL else "../runs/notebook-meta-prompting"
 result = run_pipeline(session.config, session=session, run_dir=run_dir)
 print(report(result.run_dir, n_boot=200))

@@ -234,3 +234,20 @@ def test_exp7_agreement(tmp_path, tiny_sae):
         cj.run_exp7 = orig
     table = json.loads((res.run_dir / "exp7_agreement.json").read_text())
     assert table["original vs stub2"]["multi_attempt_agreement"] == 1.0
+
+
+def test_session_remote_local_matches_local(tmp_path, tiny_sae):
+    """The pipeline's traces go through NDIF's serialisation when ``remote`` is set (here ``"local"``)."""
+    from esr_analysis.experiments.selection import max_activations
+
+    local = _tiny_session(tmp_path / "a", tiny_sae)
+    remote = _tiny_session(tmp_path / "b", tiny_sae, remote="local")
+    assert remote.config.remote == "local"
+    prompts = local.prompts[:2]
+    rows = [[local.steer(5, 3.0)], []]
+    a = local.generate(prompts, rows, seeds=[1, 2], settings=local.settings())
+    b = remote.generate(prompts, rows, seeds=[1, 2], settings=remote.settings())
+    assert [g.output_ids for g in a] == [g.output_ids for g in b]
+    mx_local = max_activations(local.model, local.sae, prompts, [1, 2, 3], 1)
+    mx_remote = max_activations(remote.model, remote.sae, prompts, [1, 2, 3], 1, remote="local")
+    assert mx_local.allclose(mx_remote, atol=1e-5)

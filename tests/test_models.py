@@ -435,3 +435,15 @@ def test_embedded_qwen_answers_how_to_prompt(embedded_qwen):
     answer = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).lower()
     assert "bread" in answer, answer
     assert any(w in answer for w in ("flour", "dough", "yeast", "step", "ingredients")), answer
+
+
+def test_load_remote_model_fails_fast_offline(monkeypatch):
+    import time
+
+    from esr_analysis.models import load_remote_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="need its tokenizer from the Hugging Face Hub"):
+        load_remote_model("meta-llama/Llama-3.3-70B-Instruct")
+    assert time.monotonic() - t0 < 15

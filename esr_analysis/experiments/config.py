@@ -100,6 +100,8 @@ class ExperimentConfig(_Strict):
     batch_size: int = Field(16, ge=1)
     scope: Literal["all", "prompt", "generated"] = "all"
     llama_extra_header: bool = False
+    remote: bool | str = Field(False, description="True: run traces on NDIF; a URL: that host; 'local': NDIF's "
+                                                  "serialisation run in-process (tests)")
     seed: int = 0
     experiments: list[str] = Field(default_factory=lambda: ["exp1", "exp8"])
     selection: SelectionConfig = Field(default_factory=SelectionConfig)

@@ -84,7 +84,8 @@ def run_pipeline(config: ExperimentConfig | str | dict[str, Any], *, overrides: 
                              layer=session.read_layer, candidate_factor=sc.candidate_factor, latents=sc.latents,
                              relevance_rule=sc.relevance_rule, top_k=sc.top_k, exclude_dead=sc.exclude_dead,
                              label=session.label, latent_info=session.latent_info, concreteness_rater=rater,
-                             min_concreteness=sc.min_concreteness, seed=sc.seed, batch_size=cfg.batch_size)
+                             min_concreteness=sc.min_concreteness, seed=sc.seed, batch_size=cfg.batch_size,
+                             remote=cfg.remote)
         selection = {"latents": rep.latents, "n_candidates": rep.n_candidates, "removed": rep.removed,
                      "notes": rep.notes, "labels": {str(i): session.label(i) for i in rep.latents}}
         log.info(rep.summary())

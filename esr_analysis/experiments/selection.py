@@ -53,7 +53,7 @@ def _user_turn_ids(tokenizer: Any, prompt: str) -> list[int]:
 
 
 def max_activations(model: Any, sae: Any, prompts: Sequence[str], latents: Sequence[int], layer: int, *,
-                    batch_size: int = 16) -> Any:
+                    batch_size: int = 16, remote: bool | str = False) -> Any:
     """``[n_prompts, n_latents]`` tensor: each latent's maximum activation over the real positions of each
     prompt's user turn (template, no generation prompt), read at the output of block ``layer``."""
     import torch
@@ -67,7 +67,8 @@ def max_activations(model: Any, sae: Any, prompts: Sequence[str], latents: Seque
     rows = []
     for lo in range(0, len(prompts), batch_size):
         ids, mask = _pad([_user_turn_ids(model.tokenizer, p) for p in prompts[lo:lo + batch_size]], model.tokenizer)
-        acts, _ = tracing.forward_with_plan(model, ids, mask, [plan], tracing.step0_masks(mask), stop_after_last=True)
+        acts, _ = tracing.forward_with_plan(model, ids, mask, [plan], tracing.step0_masks(mask), stop_after_last=True,
+                                            remote=remote)
         a = acts[layer].float()
         a = a.masked_fill(~mask.bool()[:, :, None], float("-inf"))
         rows.append(a.max(dim=1).values)
@@ -128,7 +129,8 @@ def select_latents(model: Any, sae: Any, prompts: Sequence[str], *, n_latents: i
                    top_k: int = 100, exclude_dead: bool = True, label: Callable[[int], str] | None = None,
                    latent_info: Callable[[int], dict[str, Any]] | None = None,
                    concreteness_rater: Callable[[list[str]], list[float]] | None = None,
-                   min_concreteness: float | str = 65.0, seed: int = 0, batch_size: int = 16) -> SelectionReport:
+                   min_concreteness: float | str = 65.0, seed: int = 0, batch_size: int = 16,
+                   remote: bool | str = False) -> SelectionReport:
     """Select distractor latents (see the module docstring). Returns the latents and removal counts."""
     from esr_analysis.saes import sae_width
 
@@ -167,11 +169,12 @@ def select_latents(model: Any, sae: Any, prompts: Sequence[str], *, n_latents: i
 
     if relevance_rule != "none" and alive:
         if relevance_rule == "zero":
-            mx = max_activations(model, sae, prompts, alive, layer, batch_size=batch_size)
+            mx = max_activations(model, sae, prompts, alive, layer, batch_size=batch_size, remote=remote)
             active = (mx > 0).any(dim=0).tolist()
             keep = [i for i, a in zip(alive, active, strict=True) if not a]
         else:
-            mx = max_activations(model, sae, prompts, list(range(d_sae)), layer, batch_size=batch_size)
+            mx = max_activations(model, sae, prompts, list(range(d_sae)), layer, batch_size=batch_size,
+                                 remote=remote)
             k = min(top_k, d_sae)
             top = set(mx.topk(k, dim=1).indices.flatten().tolist())
             keep = [i for i in alive if i not in top]

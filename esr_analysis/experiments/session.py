@@ -153,7 +153,7 @@ class Session:
             res = generate(self.model, [prompts[i] for i in todo], interventions=[list(interventions[i]) for i in todo],
                            sae=self.sae, settings=settings, seeds=[int(seeds[i]) for i in todo],
                            batch_size=self.config.batch_size, llama_extra_header=self.config.llama_extra_header,
-                           progress=self.progress)
+                           remote=self.config.remote, progress=self.progress)
             self.stats["gen_s"] += time.monotonic() - t0
             self.stats["generated"] += len(todo)
             for i, r in zip(todo, res, strict=True):
@@ -282,9 +282,12 @@ def open_session(config: ExperimentConfig, *, model: Any = None, sae: Any = None
     """
     pf = preflight(config, judge=judge, sae=sae, model=model)
     if model is None:
-        from esr_analysis.models import load_model
+        from esr_analysis.models import load_model, load_remote_model
 
-        model = load_model(pf.spec.name, device=config.device, dtype=config.dtype)
+        if config.remote and config.remote != "local":
+            model = load_remote_model(pf.spec.name)
+        else:
+            model = load_model(pf.spec.name, device=config.device, dtype=config.dtype)
     gen_cache = grade_cache = None
     if use_caches:
         from esr_analysis.paths import cache_dir as default_cache_dir
@@ -307,13 +310,22 @@ SMALL_OVERRIDES: dict[str, Any] = {
 short generations (a smoke run of a minute or two; its numbers mean little)."""
 
 
+REMOTE_PRESET = "paper-llama-3.3-70b"
+
+
 def notebook_session(small: bool, preset: str = "embedded-demo", overrides: dict[str, Any] | None = None,
-                     progress: bool = True) -> Session:
+                     progress: bool = True, remote: bool | str = False) -> Session:
     """The session a notebook uses: the preset as is, or with ``small`` the preset with :data:`SMALL_OVERRIDES`.
 
-    The judge is the preset's (offline for ``embedded-demo``)."""
+    With ``remote`` (a notebook's ``REMOTE`` parameter) the embedded preset is swapped for the paper's
+    Llama-3.3-70B preset run on NDIF (needs ``NDIF_API_KEY``, Hub access for the tokenizer and SAE, and the
+    preset's judge key). The judge is the preset's (offline for ``embedded-demo``)."""
     from esr_analysis.experiments.config import load_config
 
+    if remote and preset == "embedded-demo":
+        preset = REMOTE_PRESET
     over = dict(SMALL_OVERRIDES) if small else {}
     over.update(overrides or {})
+    if remote:
+        over["remote"] = remote
     return open_session(load_config(preset, over), progress=progress)
