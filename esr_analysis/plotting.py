@@ -100,7 +100,7 @@ def fig2_esr(arms: Mapping[str, Any], path: str | Path | None = None, title: str
                             capsize=2, lw=1)
                 ax.text(v, y + 0.3, f"{v:.1f}% (n={int(r.n)})", fontsize=10, fontweight="bold")
         ax.set_yticks(ys)
-        ax.set_yticklabels(names)
+        ax.set_yticklabels(names if col == 0 else [])  # the ESR panel shares the rows of the first
         ax.set_xlim(0, max(10.0 if metric == "esr_rate" else 5.0, 1.25 * hi_max))
         ax.set_title(label)
         ax.grid(alpha=0.3, axis="x")
