@@ -268,7 +268,8 @@ def _resolve(model, rows, sae) -> tuple[list[list[ResolvedIntervention]], dict, 
     return records, addends, ablations
 
 
-def _build_plans(model, sae, addends, ablations, capture: LatentCapture | None, B: int):
+def _build_plans(model, sae, addends, ablations, capture: LatentCapture | None, rows: list[int]):
+    """Layer plans for the batch made of resolved rows ``rows`` (indices into what :func:`_resolve` saw)."""
     import torch
 
     from esr_analysis.saes import SlicedSAE
@@ -281,9 +282,14 @@ def _build_plans(model, sae, addends, ablations, capture: LatentCapture | None, 
         return plans.setdefault(layer, LayerPlan(layer=layer))
 
     for (layer, scope), vec in addends.items():
-        plan(layer).adds[scope] = vec.to(dtype)
-    for (layer, scope), per_row in ablations.items():
+        vec = vec[rows]
+        if vec.any():
+            plan(layer).adds[scope] = vec.to(dtype)
+    for (layer, scope), all_rows in ablations.items():
+        per_row = [all_rows[i] for i in rows]
         union = sorted(set().union(*per_row))
+        if not union:
+            continue
         sl = SlicedSAE.from_sae(sae, union)
         mask = torch.tensor([[1.0 if lat in row else 0.0 for lat in union] for row in per_row], dtype=dtype)
         plan(layer).ablations.append((scope, sl.params(dtype=dtype), mask))
@@ -372,7 +378,7 @@ def generate(
 
     name = _model_facts(model)[0]
     formatted = [format_chat(model.tokenizer, p, chat=chat, llama_extra_header=llama_extra_header) for p in prompts]
-    records, _, _ = _resolve(model, rows, sae)
+    records, addends, ablations = _resolve(model, rows, sae)
     row_seeds = list(seeds) if seeds is not None else [_default_seed(p, r) for p, r in zip(prompts, records, strict=True)]
     eos = _eos_ids(model)
     versions = library_versions()
@@ -384,8 +390,7 @@ def generate(
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     bar = tqdm(total=len(rows), desc="generate", unit="row", disable=not progress or len(chunks) < 2)
     for chunk in chunks:
-        _, addends, ablations = _resolve(model, [rows[i] for i in chunk], sae)
-        plans = _build_plans(model, sae, addends, ablations, capture, len(chunk))
+        plans = _build_plans(model, sae, addends, ablations, capture, chunk)
         ids, mask = _pad([formatted[i][1] for i in chunk], model.tokenizer)
         kw = _generation_kwargs(model, settings, [row_seeds[i] for i in chunk])
         out, captured = tracing.generate_with_plan(model, ids, mask, plans,
@@ -450,12 +455,12 @@ def replay(
         seqs.append(p_ids + r_ids)
         starts.append(len(p_ids))
         responses.append(response if isinstance(response, str) else tok.decode(r_ids))
+    _, addends, ablations = _resolve(model, rows, sae)
     out: list[ReplayResult] = []
     bar = tqdm(total=len(pairs), desc="replay", unit="pair", disable=not progress or len(pairs) <= batch_size)
     for lo in range(0, len(pairs), batch_size):
         idx = list(range(lo, min(lo + batch_size, len(pairs))))
-        _, addends, ablations = _resolve(model, [rows[i] for i in idx], sae)
-        plans = _build_plans(model, sae, addends, ablations, capture, len(idx))
+        plans = _build_plans(model, sae, addends, ablations, capture, idx)
         ids, mask = _pad([seqs[i] for i in idx], tok)
         T = ids.shape[1]
         pos = torch.arange(T)[None, :]
@@ -501,7 +506,7 @@ def read_residuals(
         raise ValueError(f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
     seqs = [format_chat(model.tokenizer, p, chat=chat)[1] for p in prompts]
     _, addends, ablations = _resolve(model, rows, sae)
-    plans = _build_plans(model, sae, addends, ablations, None, len(rows))
+    plans = _build_plans(model, sae, addends, ablations, None, list(range(len(rows))))
     ids, mask = _pad(seqs, model.tokenizer)
     _, resid = tracing.forward_with_plan(model, ids, mask, plans, tracing.step0_masks(mask),
                                          save_residual_layers=(layer,), stop_after_last=True, remote=remote)

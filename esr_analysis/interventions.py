@@ -49,6 +49,11 @@ class _Base(BaseModel):
             raise ValueError(f"unknown scope {v!r}; choose one of {', '.join(SCOPES)}")
         return v
 
+    @field_validator("strength", check_fields=False)
+    @classmethod
+    def _check_strength(cls, v: float) -> float:
+        return _finite("strength", v)
+
     @field_validator("layer", check_fields=False)
     @classmethod
     def _check_layer(cls, v: int) -> int:
@@ -73,11 +78,6 @@ class AddLatent(_Base):
     scope: Scope = "all"
     unit: Unit = "sae"
 
-    @field_validator("strength")
-    @classmethod
-    def _check_strength(cls, v: float) -> float:
-        return _finite("strength", v)
-
     @field_validator("unit", mode="before")
     @classmethod
     def _check_unit(cls, v: object) -> object:
@@ -95,11 +95,6 @@ class AddVector(_Base):
     layer: int
     scope: Scope = "all"
     name: str = "vector"
-
-    @field_validator("strength")
-    @classmethod
-    def _check_strength(cls, v: float) -> float:
-        return _finite("strength", v)
 
     @field_validator("vector")
     @classmethod
