@@ -71,12 +71,8 @@ def test_shipped_labels_answer_what_is_latent():
     from esr_analysis.labels import describe_latent, latent_info
     from esr_analysis.sae_loading import shipped_sae_dir
 
-    try:
-        d = shipped_sae_dir("qwen2.5-coder-0.5b-instruct-l12")
-    except ValueError:
-        pytest.skip("no shipped SAE yet")
-    if not (d / "labels.jsonl.gz").exists():
-        pytest.skip("no shipped labels yet")
+    d = shipped_sae_dir("qwen2.5-coder-0.5b-instruct-l12")  # raises if data/saes lacks it
+    assert (d / "labels.jsonl.gz").exists(), "the shipped SAE must ship its labels"
     info = latent_info(1234, "shipped:qwen2.5-coder-0.5b-instruct-l12")
     assert info["index"] == 1234 and "label" in info and "density" in info
     assert describe_latent(1234, "shipped:qwen2.5-coder-0.5b-instruct-l12").startswith("latent 1234:")

@@ -16,8 +16,8 @@ def test_notebook_01_pairing():
 def test_notebook_01_runs_small():
     from esr_analysis.sae_loading import shipped_sae_names
 
-    if not any(n.startswith("qwen2.5-coder-0.5b-instruct-l12") for n in shipped_sae_names()):
-        pytest.skip("the shipped SAE is not in data/saes")
+    assert any(n.startswith("qwen2.5-coder-0.5b-instruct-l12") for n in shipped_sae_names()), \
+        "the shipped SAE is missing from data/saes"
     nb = execute_notebook(NAME, timeout=600)
     out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "--- baseline" in out and "latent " in out

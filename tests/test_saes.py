@@ -114,8 +114,7 @@ def test_shipped_sae_loads_offline():
     from esr_analysis.sae_loading import load_sae, shipped_sae_names
 
     names = shipped_sae_names()
-    if not names:
-        pytest.skip("no shipped SAE in data/saes yet")
+    assert names, "no shipped SAE in data/saes"
     t0 = time.monotonic()
     sae = load_sae("shipped:" + names[0])
     assert time.monotonic() - t0 < 30
