@@ -35,10 +35,10 @@ bench: install
 	$(PY) benchmarks/bench_pipeline.py
 
 # Re-train the shipped SAE from scratch (corpus -> harvest -> sae-lens training -> labels); see docs/sae.md.
-SAE_TOKENS ?= 121920
-SAE_SAMPLES ?= 1000000
+SAE_TOKENS ?= 1000000
+SAE_SAMPLES ?= 2000000
 sae: install
 	$(PY) scripts/build_sae_corpus.py
 	$(PY) scripts/harvest_activations.py --tokens $(SAE_TOKENS) --held-out-tokens 16256
-	$(PY) scripts/train_sae.py --samples $(SAE_SAMPLES) --batch-size 512 --lr 7e-4 --lr-scheduler constant --l1 5 --max-minutes 28 --ce-windows 8
+	$(PY) scripts/train_sae.py --samples $(SAE_SAMPLES) --batch-size 512 --lr 7e-4 --lr-scheduler cosineannealing --l1 4 --max-minutes 50 --ce-windows 8
 	$(PY) scripts/label_sae.py

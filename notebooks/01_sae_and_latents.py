@@ -93,7 +93,7 @@ from esr_analysis.labels import describe_latent
 summary = json.loads((sae_dir / "labels_summary.json").read_text())
 print({k: v for k, v in summary.items() if k != "most_common_labels"})
 # Latents picked by reading the shipped labels (`labels.search("money")`, ...): money, religion, love, colour.
-EXAMPLE_LATENTS = [293, 2878, 6952, 4041]
+EXAMPLE_LATENTS = [115, 2959, 1992, 2780]
 STEER = EXAMPLE_LATENTS[:2]
 for i in EXAMPLE_LATENTS[: 2 if SMALL else len(EXAMPLE_LATENTS)]:
     print(describe_latent(i, sae))

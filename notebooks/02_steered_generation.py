@@ -21,9 +21,9 @@ session = notebook_session(SMALL, remote=REMOTE)
 print(session.model_id, "SAE:", session.sae_source, "steer layer:", session.steer_layer, "judge:", session.judge)
 
 # %%
-# shipped SAE: latent 2878 is a "God | judge | Lord" latent (`describe_latent(2878)` shows its top contexts);
+# shipped SAE: latent 2959 is a "God | worship | Lord" latent (`describe_latent(2959)` shows its top contexts);
 # remotely, 7580 is the paper's Fig. 1 latent on Llama-3.3-70B (threshold about 9.4 SAE units)
-latent = 7580 if REMOTE else 2878
+latent = 7580 if REMOTE else 2959
 prompt = session.prompts[0]
 boosts = [0.0, 5.0, 10.0, 15.0] if REMOTE else ([0.0, 60.0] if SMALL else [0.0, 30.0, 60.0, 90.0])
 print("latent", latent, "label:", session.label(latent))
