@@ -13,10 +13,14 @@ Source forms accepted by :func:`load_sae`:
   without it :class:`SAEHubUnavailableError` is raised at once (one probe, no retries).
 
 The returned SAE carries the source string as ``sae.esr_source`` (recorded by generation).
+:func:`sae_fingerprint` identifies its *contents*: caches and run manifests key on it, so a re-trained SAE
+saved under the same name never reuses results of the old one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import warnings
@@ -137,6 +141,36 @@ def load_sae(source: str | tuple[str, str] | os.PathLike[str], *, device: str = 
         label = f"{release}/{sae_id}"
     sae.esr_source = label
     return sae
+
+
+def sae_fingerprint(sae: Any) -> str:
+    """SHA-256 (first 16 hex digits) over the SAE's parameters: names, shapes, dtypes and raw bytes.
+
+    Computed once and kept on ``sae.esr_fingerprint`` (hashing is ~0.1 s for the shipped SAE, seconds for a
+    1B-parameter one). Two SAEs with the same fingerprint compute the same function at the same dtype.
+    """
+    cached = getattr(sae, "esr_fingerprint", None)
+    if cached:
+        return cached
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(sae.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    fp = h.hexdigest()[:16]
+    with contextlib.suppress(AttributeError):  # objects refusing attributes are hashed every time
+        sae.esr_fingerprint = fp
+    return fp
+
+
+def sae_identity(sae: Any) -> dict[str, str] | None:
+    """``{"source": <load string>, "sha256": <fingerprint>}`` of ``sae`` (``None`` without an SAE)."""
+    if sae is None:
+        return None
+    source = getattr(sae, "esr_source", None) or getattr(sae, "source", None) or "in-memory"
+    return {"source": str(source), "sha256": sae_fingerprint(sae)}
 
 
 _LAYER_RE = re.compile(r"(?:layers|blocks|layer)[._](\d+)")

@@ -209,6 +209,38 @@ def test_pipeline_end_to_end_resumes_and_hits_caches(tmp_path, tiny_sae):
     assert res2.thresholds == res.thresholds
 
 
+def test_retrained_sae_under_the_same_name_never_hits_old_caches(tmp_path, tiny_sae):
+    """Caches and manifests key on the SAE's contents, not only on the string it was loaded from."""
+    import copy
+
+    import torch
+
+    from esr_analysis.experiments.calibration import threshold_key
+    from esr_analysis.experiments.trials import manifest_for
+
+    tiny_sae.esr_source = "shipped:same-name"
+    s = _tiny_session(tmp_path, tiny_sae)
+    key_old, ident_old = threshold_key(s, 3), s.sae_identity
+    row = ([s.prompts[0]], [[s.steer(3, 4.0)]], [0], s.settings())
+    s.generate(*row)
+    s.generate(*row)
+    assert (s.stats["generated"], s.stats["gen_cached"]) == (1, 1)
+
+    same = copy.deepcopy(tiny_sae)  # same weights, fresh object: same identity
+    same.__dict__.pop("esr_fingerprint", None)
+    retrained = copy.deepcopy(same)
+    with torch.no_grad():
+        retrained.W_dec[3, 0] += 1e-3
+    s.sae = same
+    assert s.sae_identity == ident_old and threshold_key(s, 3) == key_old
+    s.sae = retrained
+    assert s.sae_identity["source"] == "shipped:same-name" and s.sae_identity["sha256"] != ident_old["sha256"]
+    assert threshold_key(s, 3) != key_old
+    s.generate(*row)
+    assert s.stats["generated"] == 2  # regenerated, not served from the old SAE's cache entry
+    assert manifest_for(s, "exp1", {}).identity()["sae_source"] == s.sae_identity
+
+
 def test_exp7_agreement(tmp_path, tiny_sae):
     from esr_analysis.experiments.crossjudge import agreement
     from esr_analysis.experiments.pipeline import run_pipeline

@@ -124,3 +124,28 @@ def test_shipped_sae_loads_offline():
     # the registry's name (prefix) resolves too
     prefix = names[0].rsplit("-", 1)[0]
     assert load_sae("shipped:" + prefix).esr_source == "shipped:" + names[0]
+
+
+def test_sae_fingerprint_is_content_identity(tmp_path, tiny_sae):
+    """Stable across save/load, sensitive to one changed weight; an independent hash of the same bytes agrees."""
+    import hashlib
+
+    import torch
+    from sae_lens import SAE
+
+    from esr_analysis.sae_loading import load_sae, sae_fingerprint, sae_identity
+
+    tiny_sae.save_model(tmp_path / "a")
+    a = load_sae(tmp_path / "a")
+    fp = sae_fingerprint(a)
+    assert len(fp) == 16 and sae_fingerprint(load_sae(tmp_path / "a")) == fp
+    assert sae_identity(a) == {"source": str(tmp_path / "a"), "sha256": fp} and sae_identity(None) is None
+    h = hashlib.sha256()
+    for name in sorted(a.state_dict()):
+        t = a.state_dict()[name].detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode() + t.numpy().tobytes())
+    assert h.hexdigest()[:16] == fp
+    b = SAE.load_from_disk(tmp_path / "a", device="cpu", dtype="float32")
+    with torch.no_grad():
+        b.b_enc[0] += 1e-4
+    assert sae_fingerprint(b) != fp

@@ -9,7 +9,7 @@ generation** (and one grading call): each step queries every unfinished latent's
 A step's score is the mean first-attempt score / 100 of its samples; samples with a judge error or no scored
 attempt are left out, and a step with no usable sample does not update the posterior (it is logged).
 
-Cache: one JSON file per key under ``<cache>/thresholds/``; the key hashes (model, SAE, latent, target, judge,
+Cache: one JSON file per key under ``<cache>/thresholds/``; the key hashes (model, SAE source and content fingerprint, latent, target, judge,
 search config, steering layer/scope, sampling settings, prompt-set content), so runs with different targets or judges never mix.
 Each entry holds the threshold, the achieved score (if measured) and the whole search history.
 """
@@ -50,7 +50,7 @@ class ThresholdResult:
 def threshold_key(session: Any, latent: int) -> str:
     """The cache key of ``latent``'s threshold in ``session`` (see module docstring)."""
     c = session.config
-    payload = {"v": 1, "model": session.model_id, "sae": session.sae_source, "latent": int(latent),
+    payload = {"v": 2, "model": session.model_id, "sae": session.sae_identity, "latent": int(latent),
                "target": c.search.target, "judge": getattr(session.judge, "judge_id", str(session.judge)),
                "rubric": getattr(session.judge, "rubric_hash", None),
                "search": c.search.model_dump(exclude={"measure_achieved"}), "layer": session.steer_layer,

@@ -79,7 +79,7 @@ def run_exp7(session: Any, run_dir: str | Path, source_run: str | Path, judges: 
             for t in sample]
     columns: dict[str, list[list[float] | None]] = {"original": [_scores(t.grade) for t in sample]}
     manifest = RunManifest.collect(experiment="exp7", model_id=session.model_id.get("name"),
-                                   sae_source=session.sae_source,
+                                   sae_source=session.sae_identity,
                                    config={"experiment": "exp7", "source_run": str(source_run),
                                            "judges": [j.judge_id for j in judges], "n": len(sample)})
     rd = Path(run_dir)

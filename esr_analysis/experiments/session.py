@@ -110,7 +110,15 @@ class Session:
 
     @property
     def sae_source(self) -> str | None:
+        """The string the SAE was loaded from (human-readable; not a content identity)."""
         return getattr(self.sae, "esr_source", None) or getattr(self.sae, "source", None)
+
+    @property
+    def sae_identity(self) -> dict[str, str] | None:
+        """Source string plus content fingerprint of the SAE: what caches and run manifests key on."""
+        from esr_analysis.sae_loading import sae_identity
+
+        return sae_identity(self.sae)
 
     def settings(self, max_new_tokens: int | None = None) -> Any:
         """Sampling settings of the trials (or of the threshold search with ``max_new_tokens``)."""
@@ -142,7 +150,7 @@ class Session:
             versions = library_versions()
             chat = {"chat": True, "llama_extra_header": self.config.llama_extra_header}
             for i in range(n):
-                keys[i] = GenerationCache.key(model_id=self.model_id, sae=self.sae_source,
+                keys[i] = GenerationCache.key(model_id=self.model_id, sae=self.sae_identity,
                                               interventions=interventions[i], prompt=prompts[i], seed=seeds[i],
                                               settings=settings, chat=chat, versions=versions)
                 out[i] = self.gen_cache.get(keys[i])

@@ -60,7 +60,7 @@ def manifest_for(session: Any, experiment: str, extra: dict[str, Any]) -> Any:
     cfg = session.config.model_dump(mode="json")
     return RunManifest.collect(
         experiment=experiment, model_id=session.model_id.get("name"), model_revision=session.model_id.get("revision"),
-        dtype=session.model_id.get("dtype"), sae_source=session.sae_source,
+        dtype=session.model_id.get("dtype"), sae_source=session.sae_identity,
         layers=Layers(steer=session.steer_layer, read=session.read_layer),
         judge_id=getattr(session.judge, "judge_id", None), rubric_hash=getattr(session.judge, "rubric_hash", None),
         config=RunConfig(experiment=experiment, pipeline=cfg, **extra),
