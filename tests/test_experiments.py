@@ -241,6 +241,33 @@ def test_retrained_sae_under_the_same_name_never_hits_old_caches(tmp_path, tiny_
     assert manifest_for(s, "exp1", {}).identity()["sae_source"] == s.sae_identity
 
 
+def test_pipeline_never_writes_into_a_run_of_another_sae(tmp_path, tiny_sae):
+    """Same config, re-trained SAE: explicit run_dir fails before writing; the default dir moves to <name>-2."""
+    import copy
+
+    import torch
+
+    from esr_analysis.experiments.pipeline import run_pipeline
+    from esr_analysis.experiments.session import ConfigError
+
+    tiny_sae.esr_source = "shipped:same-name"
+    s = _tiny_session(tmp_path, tiny_sae, experiments=["exp1"])
+    first = run_pipeline(s.config, session=s, cache_dir=tmp_path / "cache").run_dir
+    before = {p.name: p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    retrained = copy.deepcopy(tiny_sae)
+    retrained.__dict__.pop("esr_fingerprint", None)
+    with torch.no_grad():
+        retrained.W_enc.mul_(1.5)
+    s.sae = retrained
+    with pytest.raises(ConfigError, match="different SAE"):
+        run_pipeline(s.config, session=s, run_dir=first, cache_dir=tmp_path / "cache")
+    second = run_pipeline(s.config, session=s, cache_dir=tmp_path / "cache").run_dir
+    assert second.name == first.name + "-2"
+    assert {p.name: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
+    # the same (config, SAE) resumes its own directory
+    assert run_pipeline(s.config, session=s, cache_dir=tmp_path / "cache").run_dir == second
+
+
 def test_exp7_agreement(tmp_path, tiny_sae):
     from esr_analysis.experiments.crossjudge import agreement
     from esr_analysis.experiments.pipeline import run_pipeline

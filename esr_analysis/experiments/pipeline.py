@@ -3,10 +3,15 @@
 Run directory layout (``<output_dir>/<name>`` unless given)::
 
     config.json        the ExperimentConfig (resume reads it)
+    identity.json      the model and the SAE (source + content fingerprint) the run was made with
     selection.json     the selected latents and the removal counts of every filter
     thresholds.json    per latent: threshold, achieved score, whole search history
     exp1/ exp8/ ...    one store run each (manifest.json + trials.jsonl)
     exp7_agreement.json  cross-judge agreement (when exp7 runs)
+
+A run directory belongs to one (config, model, SAE): a run whose config or identity differs never writes
+into it. Given ``run_dir`` explicitly, such a conflict is an error before anything is written; with the
+default directory, the next free ``<name>-2``, ``<name>-3``, ... is used instead (and said so).
 
 Every stage is resumable: selection and thresholds are reused from the run directory (and thresholds from
 the keyed threshold cache), generations and grades from their content caches, and trials already in a
@@ -49,6 +54,40 @@ def default_run_dir(config: ExperimentConfig) -> Path:
     return Path(config.output_dir) / config.name
 
 
+def run_identity(session: Any) -> dict[str, Any]:
+    """What a run's results depend on beyond its config: the model and the SAE's source + fingerprint."""
+    return json.loads(json.dumps({"model": session.model_id, "sae": session.sae_identity}, default=str))
+
+
+def _config_conflict(rd: Path, cfg_json: dict[str, Any]) -> bool:
+    p = rd / "config.json"
+    return p.is_file() and json.loads(p.read_text()) != cfg_json
+
+
+def _identity_conflict(rd: Path, identity: dict[str, Any]) -> str | None:
+    """``None`` when ``rd`` is new or was made with ``identity``; else what differs (for the message)."""
+    if not (rd / "config.json").is_file():
+        return None
+    p = rd / "identity.json"
+    if not p.is_file():
+        return "model/SAE (it predates identity.json, so they cannot be checked)"
+    old = json.loads(p.read_text())
+    diff = [k for k in identity if old.get(k) != identity[k]]
+    return " and ".join("SAE" if k == "sae" else k for k in diff) or None
+
+
+def free_run_dir(base: Path, cfg_json: dict[str, Any], identity: dict[str, Any]) -> Path:
+    """``base`` if it is new or holds this very run (resume), else the first such ``base-2``, ``base-3``, ..."""
+    k = 1
+    while True:
+        rd = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        if not _config_conflict(rd, cfg_json) and not _identity_conflict(rd, identity):
+            if k > 1:
+                log.warning("%s holds a run with a different config, model or SAE; this run goes to %s", base, rd)
+            return rd
+        k += 1
+
+
 def run_pipeline(config: ExperimentConfig | str | dict[str, Any], *, overrides: list[str] | None = None,
                  run_dir: str | Path | None = None, session: Any = None, cache_dir: str | Path | None = None,
                  progress: bool = True) -> PipelineResult:
@@ -58,11 +97,10 @@ def run_pipeline(config: ExperimentConfig | str | dict[str, Any], *, overrides: 
     from esr_analysis.experiments.session import ConfigError, open_session
 
     cfg = load_config(config, overrides) if not isinstance(config, ExperimentConfig) or overrides else config
-    rd = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    cfg_path = rd / "config.json"
-    if cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
-        if old != json.loads(cfg.model_dump_json()):
+    cfg_json = json.loads(cfg.model_dump_json())
+    if run_dir is not None:
+        rd = Path(run_dir)
+        if _config_conflict(rd, cfg_json):
             raise ConfigError(f"{rd} holds a run with a different config; resume it with `esr resume {rd}`, or choose "
                               "another run directory (--run-dir)")
     t0 = time.monotonic()
@@ -70,8 +108,17 @@ def run_pipeline(config: ExperimentConfig | str | dict[str, Any], *, overrides: 
     if session is None:
         session = open_session(cfg, cache_dir=cache_dir, progress=progress)
     timings["load"] = time.monotonic() - t0
+    identity = run_identity(session)
+    if run_dir is None:
+        rd = free_run_dir(default_run_dir(cfg), cfg_json, identity)
+    else:
+        diff = _identity_conflict(rd, identity)
+        if diff:
+            raise ConfigError(f"{rd} holds a run made with a different {diff}; choose another run directory "
+                              "(--run-dir) so its results stay as they are")
     rd.mkdir(parents=True, exist_ok=True)
-    _write_json(cfg_path, json.loads(cfg.model_dump_json()))
+    _write_json(rd / "config.json", cfg_json)
+    _write_json(rd / "identity.json", identity)
 
     t = time.monotonic()
     sel_path = rd / "selection.json"
