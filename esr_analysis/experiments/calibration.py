@@ -9,8 +9,9 @@ generation** (and one grading call): each step queries every unfinished latent's
 A step's score is the mean first-attempt score / 100 of its samples; samples with a judge error or no scored
 attempt are left out, and a step with no usable sample does not update the posterior (it is logged).
 
-Cache: one JSON file per key under ``<cache>/thresholds/``; the key hashes (model, SAE source and content fingerprint, latent, target, judge,
-search config, steering layer/scope, sampling settings, prompt-set content), so runs with different targets or judges never mix.
+Cache: one JSON file per key under ``<cache>/thresholds/``; the key hashes (model, SAE source and content
+fingerprint, latent, target, judge, search config, steering layer/scope, sampling settings, prompt-set
+content), so runs with different targets, judges or SAE weights never mix.
 Each entry holds the threshold, the achieved score (if measured) and the whole search history.
 """
 

@@ -1,8 +1,9 @@
 """A content-keyed cache of generations, so a rerun regenerates nothing.
 
 The key is the SHA-256 of the canonical JSON of: the model (registry name, HF id, dtype, and the HF commit
-hash when known), the SAE (source string and content fingerprint), the row's interventions (as given), the prompt, chat formatting flags,
-the seed, the sampling settings and the library versions (:func:`esr_analysis.provenance.library_versions`).
+hash when known), the SAE (source string and content fingerprint), the row's interventions (as given), the
+prompt, chat formatting flags, the seed, the sampling settings and the library versions
+(:func:`esr_analysis.provenance.library_versions`).
 Entries are one JSON file each (``<dir>/<key[:2]>/<key>.json``, written atomically), so concurrent or
 interrupted runs never corrupt the cache.
 """
@@ -37,8 +38,8 @@ class GenerationCache:
         self.misses = 0
 
     @staticmethod
-    def key(*, model_id: dict[str, Any], sae: dict[str, str] | str | None, interventions: Sequence[Any], prompt: str, seed: int,
-            settings: Any, chat: dict[str, Any], versions: dict[str, str]) -> str:
+    def key(*, model_id: dict[str, Any], sae: dict[str, str] | str | None, interventions: Sequence[Any],
+            prompt: str, seed: int, settings: Any, chat: dict[str, Any], versions: dict[str, str]) -> str:
         payload = {"v": 2, "model": model_id, "sae": sae, "interventions": [_dump(i) for i in interventions],
                    "prompt": prompt, "seed": int(seed), "settings": _dump(settings), "chat": chat,
                    "versions": versions}

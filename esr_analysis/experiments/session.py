@@ -149,8 +149,9 @@ class Session:
         if self.gen_cache is not None:
             versions = library_versions()
             chat = {"chat": True, "llama_extra_header": self.config.llama_extra_header}
+            sae_id = self.sae_identity
             for i in range(n):
-                keys[i] = GenerationCache.key(model_id=self.model_id, sae=self.sae_identity,
+                keys[i] = GenerationCache.key(model_id=self.model_id, sae=sae_id,
                                               interventions=interventions[i], prompt=prompts[i], seed=seeds[i],
                                               settings=settings, chat=chat, versions=versions)
                 out[i] = self.gen_cache.get(keys[i])
