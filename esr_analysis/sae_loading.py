@@ -169,8 +169,13 @@ def sae_identity(sae: Any) -> dict[str, str] | None:
     """``{"source": <load string>, "sha256": <fingerprint>}`` of ``sae`` (``None`` without an SAE)."""
     if sae is None:
         return None
-    source = getattr(sae, "esr_source", None) or getattr(sae, "source", None) or "in-memory"
-    return {"source": str(source), "sha256": sae_fingerprint(sae)}
+    return {"source": sae_source_of(sae) or "in-memory", "sha256": sae_fingerprint(sae)}
+
+
+def sae_source_of(sae: Any) -> str | None:
+    """The string ``sae`` was loaded from (``esr_source``, or a sliced SAE's ``source``); ``None`` if unknown."""
+    source = getattr(sae, "esr_source", None) or getattr(sae, "source", None)
+    return str(source) if source else None
 
 
 _LAYER_RE = re.compile(r"(?:layers|blocks|layer)[._](\d+)")

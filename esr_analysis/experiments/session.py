@@ -111,7 +111,9 @@ class Session:
     @property
     def sae_source(self) -> str | None:
         """The string the SAE was loaded from (human-readable; not a content identity)."""
-        return getattr(self.sae, "esr_source", None) or getattr(self.sae, "source", None)
+        from esr_analysis.sae_loading import sae_source_of
+
+        return sae_source_of(self.sae)
 
     @property
     def sae_identity(self) -> dict[str, str] | None:
