@@ -49,12 +49,14 @@ def main() -> int:
     import torch
     from sae_lens import StandardSAE, StandardSAEConfig
 
-    from esr_analysis.chat import format_chat
-    from esr_analysis.generation import LatentCapture, _pad, generate
-    from esr_analysis.interventions import AddLatent
-    from esr_analysis.models import load_model, spec_of
-    from esr_analysis.sampling import SamplingSettings
+    from esr_analysis.models.chat import format_chat
+    from esr_analysis.models.loading import load_model, spec_of
+    from esr_analysis.steering.generate import generate
+    from esr_analysis.steering.interventions import AddLatent
+    from esr_analysis.steering.results import LatentCapture
+    from esr_analysis.steering.sampling import SamplingSettings
     from esr_analysis.tracing import hf_module
+    from esr_analysis.tracing.plans import left_pad
 
     torch.manual_seed(0)
     lm = load_model(args.model)
@@ -68,7 +70,7 @@ def main() -> int:
     cap = LatentCapture(latents=tuple(range(16)), layer=layer)
 
     def plain(prompts):
-        ids, mask = _pad([format_chat(tok, p)[1] for p in prompts], tok)
+        ids, mask = left_pad([format_chat(tok, p)[1] for p in prompts], tok)
         with torch.no_grad():
             hf.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n, min_new_tokens=n,
                         pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)

@@ -21,7 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from esr_analysis.judge import GradeRequest, make_judge, run_grading  # noqa: E402
+from esr_analysis.judge import make_judge  # noqa: E402
+from esr_analysis.judge.runner import run_grading  # noqa: E402
+from esr_analysis.judge.types import GradeRequest  # noqa: E402
 
 AUTHORS_RATE = 3.0  # requests per second: the authors' Anthropic rate limit (esr-method.md §2)
 

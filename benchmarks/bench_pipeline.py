@@ -27,15 +27,15 @@ def main() -> None:
     from esr_analysis.experiments.calibration import calibrate, calibrate_sequential
     from esr_analysis.experiments.config import load_config
     from esr_analysis.experiments.esr import exp1_specs
-    from esr_analysis.experiments.session import open_session, random_sae
+    from esr_analysis.experiments.session import open_session
     from esr_analysis.experiments.trials import run_trials
+    from esr_analysis.sae.random_sae import random_sae
 
     over = {"selection.n_latents": args.latents, "search.n_steps": args.steps, "search.max_new_tokens": args.tokens,
             "max_new_tokens": args.tokens, "search.measure_achieved": False, "batch_size": 16,
             "n_prompts_per_latent": 2}
     if args.tiny:
-        from esr_analysis.models import load_tiny
-        from esr_analysis.testing import TINY_HIDDEN
+        from esr_analysis.models.tiny import TINY_HIDDEN, load_tiny
 
         over["model"] = "tiny-llama"
         cfg = load_config("embedded-demo", over)

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return 0
     os.environ.setdefault("MPLBACKEND", "Agg")
-    from esr_analysis.experiments.session import ConfigError
+    from esr_analysis.errors import ConfigError
 
     try:
         if args.command == "presets":

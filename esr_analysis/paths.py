@@ -1,4 +1,5 @@
-"""Where the toolkit keeps user-level caches (never inside the repository).
+"""Where the toolkit keeps user-level caches (never inside the repository), its shipped data, and whether
+the Hugging Face Hub may be used.
 
 The cache directory is ``$ESR_CACHE_DIR`` when set, else ``~/.cache/esr-analysis``. It holds, for
 example, the assembled embedded GGUF files (``gguf/``), their converted Hugging Face copies
@@ -36,6 +37,15 @@ def cache_subdir(*parts: str, create: bool = True) -> Path:
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub is switched off: ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to
+    ``1``/``true``/``yes``/``on`` (case-insensitive). Loaders then fail at once instead of trying the network."""
+    return any(
+        os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def model_configs_dir() -> Path:

@@ -25,6 +25,15 @@ VARIANT_COLOURS = {"baseline": "#7f7f7f", "dont_get_distracted": "#6A0DAD", "ign
                    "self_monitor": "#E67E22", "resist_manipulation": "#C0392B"}
 
 
+
+def _save(fig: Any, path: str | Path) -> None:
+    """Write ``fig`` to ``path`` atomically (format from the suffix, PNG by default), 150 dpi, tight box."""
+    from esr_analysis.files import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+
 def _plt() -> Any:
     import matplotlib
 
@@ -37,20 +46,20 @@ def _plt() -> Any:
 
 
 def _frame(run: Any) -> Any:
-    from esr_analysis.store import load_run
+    from esr_analysis.store.read import load_run
 
     return load_run(run) if isinstance(run, str | Path) else run
 
 
 def _deltas(df: Any) -> list[float]:
-    from esr_analysis.metrics import prepare_trials
+    from esr_analysis.metrics.trials import prepare_trials
 
     v = prepare_trials(df)
     return [t.sk - t.s1 for t in v.trials if t.k > 1]
 
 
 def _est(df: Any, metric: str) -> Any:
-    from esr_analysis.metrics import summarize
+    from esr_analysis.metrics.summary import summarize
 
     return summarize(df, metrics=[metric], n_boot=500).iloc[0]
 
@@ -108,8 +117,7 @@ def fig2_esr(arms: Mapping[str, Any], path: str | Path | None = None, title: str
         fig.suptitle(title)
     fig.text(0.99, 0.01, "bars: 95% Wilson; grey: 95% latent-clustered bootstrap", ha="right", fontsize=8)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        _save(fig, path)
     return fig
 
 
@@ -120,7 +128,7 @@ def _level(cond: str) -> tuple[str, float]:
 
 def fig3_boost(run: Any, path: str | Path | None = None, mode: str = "sigma") -> Any:
     """Fig. 3-style boost sweep from an exp 2 run (``mode``: ``"sigma"`` or ``"multiple"``)."""
-    from esr_analysis.metrics import summarize
+    from esr_analysis.metrics.summary import summarize
 
     plt = _plt()
     df = _frame(run)
@@ -145,8 +153,7 @@ def fig3_boost(run: Any, path: str | Path | None = None, mode: str = "sigma") ->
     axes[-1].set_xlabel("Normalized Boost Level (standard deviations from mean)" if mode == "sigma"
                         else "Boost (multiple of the latent's own threshold)")
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        _save(fig, path)
     return fig
 
 
@@ -154,7 +161,7 @@ def fig4_meta(run: Any, path: str | Path | None = None) -> Any:
     """Fig. 4-style meta-prompting bars from an exp 5 run (matched baseline hatched, variants solid)."""
     import numpy as np
 
-    from esr_analysis.metrics import summarize
+    from esr_analysis.metrics.summary import summarize
 
     plt = _plt()
     df = _frame(run)
@@ -177,8 +184,7 @@ def fig4_meta(run: Any, path: str | Path | None = None) -> Any:
         ax.set_title(label)
         ax.grid(alpha=0.3, axis="y")
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        _save(fig, path)
     return fig
 
 

@@ -11,16 +11,22 @@ from pathlib import Path
 _PACKAGES = ("esr-analysis", "torch", "transformers", "nnsight", "sae-lens", "tokenizers", "anthropic", "openai")
 
 
-@functools.lru_cache(maxsize=1)
-def library_versions() -> dict[str, str]:
-    """Installed versions of the packages that affect results (plus Python), without importing them."""
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the distributions ``names`` (missing ones left out), read from their metadata
+    without importing them."""
+    out: dict[str, str] = {}
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    """Installed versions of the packages that affect results (plus Python), without importing them."""
+    return {"python": platform.python_version(), **package_versions(_PACKAGES)}
 
 
 @functools.lru_cache(maxsize=1)

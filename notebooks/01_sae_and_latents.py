@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: esr-analysis
 #     language: python
@@ -34,8 +36,8 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 
-from esr_analysis.labels import labels_for
-from esr_analysis.sae_loading import load_sae, parse_source
+from esr_analysis.sae.labels import labels_for
+from esr_analysis.sae.loading import load_sae, parse_source
 
 sae = load_sae(SAE_SOURCE)
 labels = labels_for(sae)
@@ -44,7 +46,7 @@ print(sae.esr_source, sae.cfg.architecture(), "d_in", sae.cfg.d_in, "d_sae", sae
 
 # %% [markdown]
 # ## Reconstruction quality
-# The report measured at training time on held-out text (definitions in `esr_analysis.sae_training`):
+# The report measured at training time on held-out text (definitions in `esr_analysis.sae.training`):
 
 # %%
 print((sae_dir / "quality_report.md").read_text())
@@ -53,9 +55,9 @@ print((sae_dir / "quality_report.md").read_text())
 # The same measures on a few fresh texts (plain and chat-formatted), with the model loaded:
 
 # %%
-from esr_analysis.models import load_model
-from esr_analysis.sae_harvest import residuals_for_texts
-from esr_analysis.sae_training import reconstruction_stats
+from esr_analysis.models.loading import load_model
+from esr_analysis.sae.harvest import residuals_for_texts
+from esr_analysis.sae.training import reconstruction_stats
 
 lm = load_model("qwen2.5-coder-0.5b-instruct", device="cpu")
 texts = ["The ocean covers most of the Earth, and its waves shape every coastline.",
@@ -88,7 +90,7 @@ plt.show()
 # (the activating token is marked `[[like this]]`).
 
 # %%
-from esr_analysis.labels import describe_latent
+from esr_analysis.sae.labels import describe_latent
 
 summary = json.loads((sae_dir / "labels_summary.json").read_text())
 print({k: v for k, v in summary.items() if k != "most_common_labels"})
@@ -105,9 +107,9 @@ for i in EXAMPLE_LATENTS[: 2 if SMALL else len(EXAMPLE_LATENTS)]:
 # `unit="relative"`), greedy decoding. The text should move towards each latent's label as the strength grows.
 
 # %%
-from esr_analysis.generation import generate
-from esr_analysis.interventions import AddLatent
-from esr_analysis.sampling import SamplingSettings
+from esr_analysis.steering.generate import generate
+from esr_analysis.steering.interventions import AddLatent
+from esr_analysis.steering.sampling import SamplingSettings
 
 prompt = "Write a short paragraph about your weekend."
 strengths = [0.6, 1.2] if SMALL else [0.4, 0.8, 1.2, 1.6]

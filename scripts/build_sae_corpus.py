@@ -244,9 +244,9 @@ SELF_PROMPTS = [
 
 
 def self_answers(n: int, max_new_tokens: int) -> list[dict]:
-    from esr_analysis.generation import generate
-    from esr_analysis.models import load_model
-    from esr_analysis.sampling import SamplingSettings
+    from esr_analysis.models.loading import load_model
+    from esr_analysis.steering.generate import generate
+    from esr_analysis.steering.sampling import SamplingSettings
 
     lm = load_model("qwen2.5-coder-0.5b-instruct", device="cpu")
     prompts = SELF_PROMPTS[:n]

@@ -4,7 +4,7 @@ The corpus from ``scripts/build_sae_corpus.py`` is tokenized document by documen
 ``<|endoftext|>``; chat pairs rendered by the chat template with ``<|im_end|>`` after the answer), the
 token stream is cut into non-overlapping windows of ``--seq-len`` tokens, and each batch of windows runs
 through the model only up to block ``--layer`` (nnsight ``tracer.stop()`` via
-:func:`esr_analysis.tracing.forward_with_plan`). The first ``--drop-first`` positions of every window are
+:func:`esr_analysis.steering.residuals.residual_batch`). The first ``--drop-first`` positions of every window are
 discarded: position 0 is an attention sink whose residual norm is an outlier (the per-position norms of
 the first batch are written to ``stats.json`` as evidence).
 
@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from esr_analysis.paths import cache_subdir
-from esr_analysis.sae_harvest import acts_dir, harvest_split
+from esr_analysis.sae.harvest import acts_dir, harvest_split
+from esr_analysis.steering.residuals import SINK_PREFIX
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=1_000_000, help="training tokens kept (after dropping)")
     ap.add_argument("--held-out-tokens", type=int, default=32_000)
     ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--drop-first", type=int, default=1)
+    ap.add_argument("--drop-first", type=int, default=SINK_PREFIX)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--windows-per-shard", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from esr_analysis.models import load_model, spec_of
+    from esr_analysis.models.loading import load_model, spec_of
 
     torch.set_num_threads(args.threads)
     lm = load_model(args.model, device="cpu", dtype="float32")

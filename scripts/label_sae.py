@@ -2,7 +2,7 @@
 
 Contexts and automatic labels come from the held-out harvest shards (sink positions excluded); latents that
 never fire there get them from ``--fallback-tokens`` training tokens instead (marked ``"source": "train"``).
-Writes ``data/saes/<name>/labels.jsonl.gz`` (see :mod:`esr_analysis.labels`).
+Writes ``data/saes/<name>/labels.jsonl.gz`` (see :mod:`esr_analysis.sae.labels`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from esr_analysis.embedded import hf_cache_dir
-    from esr_analysis.labels import LABELS_FILE, build_labels, most_common_label_tokens
-    from esr_analysis.sae_loading import load_sae, parse_source
-    from esr_analysis.sae_training import Activations, load_shards, non_sink_mask
+    from esr_analysis.models.embedded import hf_cache_dir
+    from esr_analysis.sae.labels import LABELS_FILE, build_labels, most_common_label_tokens
+    from esr_analysis.sae.loading import load_sae, parse_source
+    from esr_analysis.sae.training import Activations, load_shards
+    from esr_analysis.steering.residuals import ordinary_positions
 
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     root = cache_subdir("sae_acts") / f"{args.model}-l{args.layer}"
 
     def no_sinks(a: Activations) -> Activations:
-        m = non_sink_mask(a.acts)
+        m = ordinary_positions(a.acts)
         return Activations(a.acts[m], a.tokens, a.window[m], a.pos[m])
 
     held = no_sinks(load_shards(root / "heldout"))

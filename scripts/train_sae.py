@@ -1,8 +1,8 @@
 """Train, evaluate and ship the SAE of the embedded model (sae-lens SAETrainer on harvested shards).
 
-Steps: load the training shards of ``<cache>/sae_acts/<model>-l<layer>/train``, drop sink positions
-(norm > 10x median, see :mod:`esr_analysis.sae_training`), train with sae-lens, save the inference SAE in
-sae-lens format (fp16) to ``data/saes/<name>/`` with ``training_config.json``, then measure it on the
+Steps: load the training shards of ``<cache>/sae_acts/<model>-l<layer>/train``, drop sink positions (norm
+> 10x median: the one attention-sink rule, :func:`esr_analysis.steering.residuals.ordinary_positions`),
+train with sae-lens, save the inference SAE in sae-lens format (fp16) to ``data/saes/<name>/`` with ``training_config.json``, then measure it on the
 held-out shards (FVE, L0, dead latents, CE loss recovered through the real model) and write
 ``quality_report.json`` / ``quality_report.md``. Labels are built by ``scripts/label_sae.py``.
 
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from esr_analysis import sae_training as st
+    from esr_analysis.sae import training as st
+    from esr_analysis.steering.residuals import ordinary_positions
 
     torch.set_num_threads(args.threads)
     name = args.name or f"{args.model}-l{args.layer}-{args.d_sae // 1024}k"
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     root = cache_subdir("sae_acts") / f"{args.model}-l{args.layer}"
     t0 = time.time()
     train = st.load_shards(root / "train", args.max_train_tokens)
-    keep = st.non_sink_mask(train.acts)
+    keep = ordinary_positions(train.acts)
     acts = train.acts[keep]
     print(f"train tokens: {len(train)} ({int((~keep).sum())} sink positions dropped)", flush=True)
     settings = st.TrainSettings(d_sae=args.d_sae, architecture=args.architecture, l1_coefficient=args.l1,
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sae32 = SAE.load_from_disk(out, device="cpu", dtype="float32")
     held = st.load_shards(root / "heldout")
-    hkeep = st.non_sink_mask(held.acts)
+    hkeep = ordinary_positions(held.acts)
     rs = st.reconstruction_stats(sae32, held.acts[hkeep])
     fires = rs.pop("fire_counts")
     report: dict = {"sae": name, "heldout_tokens": rs["n_tokens"],
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     report["dead_fraction_heldout_plus_50k_train"] = float(((fires + rs_tr.pop("fire_counts")) == 0).float().mean())
     report["train_sample_fve"] = rs_tr["fve"]
     if not args.skip_ce:
-        from esr_analysis.models import load_model
+        from esr_analysis.models.loading import load_model
 
         lm = load_model(args.model, device="cpu", dtype="float32")
         report.update(st.ce_loss_recovered(lm, sae32, args.layer, held.tokens[:args.ce_windows]))

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 @pytest.fixture
 def tiny_lm():
     """A wrapped random-init tiny Llama (fresh per test: nnsight mutates the tokenizer)."""
-    from esr_analysis.testing import tiny_hf_model, tiny_tokenizer
+    from esr_analysis.models.tiny import tiny_hf_model, tiny_tokenizer
     from esr_analysis.tracing import wrap_model
 
     return wrap_model(tiny_hf_model("llama"), tiny_tokenizer())
@@ -28,7 +28,7 @@ def tiny_sae():
     import torch
     from sae_lens import StandardSAE, StandardSAEConfig
 
-    from esr_analysis.testing import TINY_HIDDEN
+    from esr_analysis.models.tiny import TINY_HIDDEN
 
     torch.manual_seed(1)
     sae = StandardSAE(StandardSAEConfig(d_in=TINY_HIDDEN, d_sae=96))
@@ -55,6 +55,7 @@ def embedded_qwen():
     Shared by all ``slow`` tests; don't mutate its weights. The first use on a machine builds the HF copy in
     the user cache (``esr_analysis.paths.cache_dir()``), about a minute; later sessions load it in seconds.
     """
-    from esr_analysis.models import DEFAULT_MODEL, load_model
+    from esr_analysis.models.loading import load_model
+    from esr_analysis.models.registry import DEFAULT_MODEL
 
     return load_model(DEFAULT_MODEL, device="cpu")

@@ -13,7 +13,8 @@ import pytest
 
 from esr_analysis.experiments import ProbabilisticBisection, find_root, load_config, load_prompts
 from esr_analysis.experiments.config import PRESETS
-from esr_analysis.judge.base import Attempt, Grade, GradeRequest, Judge
+from esr_analysis.judge.base import Judge
+from esr_analysis.judge.types import Attempt, Grade, GradeRequest
 
 
 class StubJudge(Judge):
@@ -113,7 +114,8 @@ def test_cli_bad_configs_exit_2(monkeypatch, capsys):
 
 
 def test_bad_configs_fail_before_compute(monkeypatch, tiny_sae):
-    from esr_analysis.experiments.session import ConfigError, preflight
+    from esr_analysis.errors import ConfigError
+    from esr_analysis.experiments.session import preflight
 
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
@@ -129,7 +131,7 @@ def test_bad_configs_fail_before_compute(monkeypatch, tiny_sae):
 
 def _tiny_session(tmp_path, tiny_sae, **over):
     from esr_analysis.experiments.session import open_session
-    from esr_analysis.models import load_tiny
+    from esr_analysis.models.tiny import load_tiny
 
     model = load_tiny("llama")
     overrides = {"model": "tiny-llama", "n_prompts_per_latent": 2, "max_new_tokens": 6, "batch_size": 8,
@@ -247,8 +249,8 @@ def test_pipeline_never_writes_into_a_run_of_another_sae(tmp_path, tiny_sae):
 
     import torch
 
+    from esr_analysis.errors import ConfigError
     from esr_analysis.experiments.pipeline import run_pipeline
-    from esr_analysis.experiments.session import ConfigError
 
     tiny_sae.esr_source = "shipped:same-name"
     s = _tiny_session(tmp_path, tiny_sae, experiments=["exp1"])

@@ -7,8 +7,8 @@ import sys
 import threading
 from pathlib import Path
 
-from esr_analysis.judge.base import Attempt, Grade, GradeRequest
 from esr_analysis.judge.cache import GradeCache, cache_key
+from esr_analysis.judge.types import Attempt, Grade, GradeRequest
 
 REQ = GradeRequest(prompt="p", response="r", latent_label="l")
 
@@ -77,7 +77,7 @@ def test_concurrent_threads(tmp_path: Path):
 
 _WRITER = """
 import sys
-from esr_analysis.judge.base import Attempt, Grade, GradeRequest
+from esr_analysis.judge.types import Attempt, Grade, GradeRequest
 from esr_analysis.judge.cache import GradeCache, cache_key
 cache = GradeCache(sys.argv[1])
 for i in range(150):

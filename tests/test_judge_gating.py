@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from esr_analysis.judge.base import Attempt, Grade
 from esr_analysis.judge.gating import GATING_VERSION, gate_attempts, gate_grade, locate_attempts
 from esr_analysis.judge.restart import boundary_offsets, find_restarts, has_restart, strip_restart_language
+from esr_analysis.judge.types import Attempt, Grade
 
 A = Attempt
 

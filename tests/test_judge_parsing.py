@@ -9,9 +9,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from esr_analysis.judge.base import Attempt, Grade, redact_secrets
 from esr_analysis.judge.parsing import parse_judge_output
 from esr_analysis.judge.rubric import RUBRIC_VERSION, SYSTEM_PROMPT, build_user_message, rubric_hash
+from esr_analysis.judge.types import Attempt, Grade, redact_secrets
 
 VERDICT = {
     "attempts": [{"attempt_text": "Apple!", "score": 100}, {"attempt_text": "No, wait! Orange", "score": 0}]

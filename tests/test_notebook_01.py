@@ -14,7 +14,7 @@ def test_notebook_01_pairing():
 
 @pytest.mark.slow
 def test_notebook_01_runs_small():
-    from esr_analysis.sae_loading import shipped_sae_names
+    from esr_analysis.sae.loading import shipped_sae_names
 
     assert any(n.startswith("qwen2.5-coder-0.5b-instruct-l12") for n in shipped_sae_names()), \
         "the shipped SAE is missing from data/saes"

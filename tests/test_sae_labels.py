@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from esr_analysis.labels import LatentLabels, context_text, load_label_csv, load_neuronpedia_explanations
+from esr_analysis.sae.labels import LatentLabels, context_text, load_label_csv, load_neuronpedia_explanations
 
 NP = [{"modelId": "gemma-2-2b", "layer": "12-gemmascope-res-16k", "index": "1234",
        "description": "references to the ocean", "explanationModelName": "gpt-4o-mini"},
@@ -68,8 +68,8 @@ def test_context_text_marks_token():
 
 
 def test_shipped_labels_answer_what_is_latent():
-    from esr_analysis.labels import describe_latent, latent_info
-    from esr_analysis.sae_loading import shipped_sae_dir
+    from esr_analysis.sae.labels import describe_latent, latent_info
+    from esr_analysis.sae.loading import shipped_sae_dir
 
     d = shipped_sae_dir("qwen2.5-coder-0.5b-instruct-l12")  # raises if data/saes lacks it
     assert (d / "labels.jsonl.gz").exists(), "the shipped SAE must ship its labels"

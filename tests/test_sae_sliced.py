@@ -24,7 +24,7 @@ def _jumprelu(d_in: int = 64, d_sae: int = 96):
 
 @pytest.mark.parametrize("arch", ["relu", "jumprelu"])
 def test_sliced_matches_full(arch, tiny_sae):
-    from esr_analysis.saes import SlicedSAE
+    from esr_analysis.sae.sliced import SlicedSAE
 
     # float64 so that "exact" is checked to ~1e-12 (fp32 GEMMs of different shapes round differently)
     sae = (tiny_sae if arch == "relu" else _jumprelu()).to(torch.float64)
@@ -47,7 +47,7 @@ def test_sliced_matches_full(arch, tiny_sae):
 def test_topk_rejected():
     from sae_lens import TopKSAE, TopKSAEConfig
 
-    from esr_analysis.saes import SlicedSAE
+    from esr_analysis.sae.sliced import SlicedSAE
 
     sae = TopKSAE(TopKSAEConfig(d_in=64, d_sae=96, k=8))
     with pytest.raises(ValueError, match="topk"):
@@ -55,7 +55,7 @@ def test_topk_rejected():
 
 
 def test_local_dir_round_trip(tmp_path, tiny_sae):
-    from esr_analysis.sae_loading import load_sae, parse_source
+    from esr_analysis.sae.loading import load_sae, parse_source
 
     tiny_sae.cfg.metadata.hook_name = "model.layers.1"
     tiny_sae.save_model(tmp_path / "s")
@@ -75,7 +75,7 @@ def test_local_dir_round_trip(tmp_path, tiny_sae):
                                     "gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical",
                                     "goodfire-llama-3.3-70b-instruct/layer_50"])
 def test_hub_release_offline_fails_fast(monkeypatch, source):
-    from esr_analysis import sae_loading
+    from esr_analysis.sae import loading as sae_loading
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(sae_loading, "_hf_cached", lambda repo: False)
@@ -87,14 +87,14 @@ def test_hub_release_offline_fails_fast(monkeypatch, source):
 
 
 def test_unknown_sae_id_in_release():
-    from esr_analysis.sae_loading import load_sae
+    from esr_analysis.sae.loading import load_sae
 
     with pytest.raises(ValueError, match="has no SAE"):
         load_sae("goodfire-llama-3.1-8b-instruct/layer_7")
 
 
 def test_hook_layer_and_model_checks(tiny_sae):
-    from esr_analysis.sae_loading import check_sae_for_model, sae_hook_layer
+    from esr_analysis.sae.loading import check_sae_for_model, sae_hook_layer
 
     tiny_sae.cfg.metadata.hook_name = "blocks.19.hook_resid_post"
     assert sae_hook_layer(tiny_sae) == 19
@@ -111,7 +111,7 @@ def test_hook_layer_and_model_checks(tiny_sae):
 
 
 def test_shipped_sae_loads_offline():
-    from esr_analysis.sae_loading import load_sae, shipped_sae_names
+    from esr_analysis.sae.loading import load_sae, shipped_sae_names
 
     names = shipped_sae_names()
     assert names, "no shipped SAE in data/saes"
@@ -133,7 +133,7 @@ def test_sae_fingerprint_is_content_identity(tmp_path, tiny_sae):
     import torch
     from sae_lens import SAE
 
-    from esr_analysis.sae_loading import load_sae, sae_fingerprint, sae_identity
+    from esr_analysis.sae.loading import load_sae, sae_fingerprint, sae_identity
 
     tiny_sae.save_model(tmp_path / "a")
     a = load_sae(tmp_path / "a")

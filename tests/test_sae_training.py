@@ -18,7 +18,7 @@ TEXTS = [
 
 @pytest.fixture
 def shards(tmp_path, tiny_lm):
-    from esr_analysis.sae_harvest import harvest_split
+    from esr_analysis.sae.harvest import harvest_split
 
     corpus = tmp_path / "train.jsonl"
     corpus.write_text("".join(json.dumps({"id": str(i), "kind": "plain", "text": t}) + "\n"
@@ -34,8 +34,9 @@ def shards(tmp_path, tiny_lm):
 
 
 def test_harvest_shards_match_direct_forward(shards, tiny_lm):
-    from esr_analysis.sae_training import load_shards
-    from esr_analysis.tracing import forward_with_plan, step0_masks
+    from esr_analysis.sae.training import load_shards
+    from esr_analysis.tracing.plans import step0_masks
+    from esr_analysis.tracing.run import forward_with_plan
 
     out, n = shards
     acts = load_shards(out)
@@ -50,21 +51,21 @@ def test_harvest_shards_match_direct_forward(shards, tiny_lm):
 
 @pytest.mark.parametrize("arch", ["standard", "jumprelu"])
 def test_train_measure_label(shards, tiny_lm, tmp_path, arch):
-    from esr_analysis.labels import LatentLabels, build_labels
-    from esr_analysis.sae_loading import load_sae
-    from esr_analysis.sae_training import (
+    from esr_analysis.sae.labels import LatentLabels, build_labels
+    from esr_analysis.sae.loading import load_sae
+    from esr_analysis.sae.sliced import SlicedSAE
+    from esr_analysis.sae.training import (
         TrainSettings,
         ce_loss_recovered,
         load_shards,
-        non_sink_mask,
         reconstruction_stats,
         train_sae,
     )
-    from esr_analysis.saes import SlicedSAE
+    from esr_analysis.steering.residuals import ordinary_positions
 
     out, _ = shards
     data = load_shards(out)
-    x = data.acts[non_sink_mask(data.acts)].float()
+    x = data.acts[ordinary_positions(data.acts)].float()
     settings = TrainSettings(d_sae=128, architecture=arch, total_samples=256 * 12, batch_size=256,
                              n_batches_for_norm_estimate=2, hook_name="model.layers.1", model_name="tiny")
     sae = train_sae(x, settings)
@@ -91,7 +92,8 @@ def test_train_measure_label(shards, tiny_lm, tmp_path, arch):
 
 
 def test_replacing_residual_with_itself_is_a_no_op(tiny_lm):
-    from esr_analysis.tracing import forward_with_plan, forward_with_residual_replaced, step0_masks
+    from esr_analysis.tracing.plans import step0_masks
+    from esr_analysis.tracing.run import forward_with_plan, forward_with_residual_replaced
 
     ids = torch.randint(0, 400, (2, 12))
     mask = torch.ones_like(ids)

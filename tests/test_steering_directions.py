@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from esr_analysis.directions import contrastive_direction, mean_residual
-from esr_analysis.generation import read_residuals
-from esr_analysis.interventions import AddVector
+from esr_analysis.steering.directions import contrastive_direction, mean_residual
+from esr_analysis.steering.interventions import AddVector
+from esr_analysis.steering.residuals import read_residuals
 from esr_analysis.tracing import hf_module
 
 POS = ["The ocean waves and whales.", "Deep blue sea with fish."]

@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
-from esr_analysis.generation import LatentCapture, generate, replay
-from esr_analysis.interventions import AblateLatents, AddLatent, AddVector
-from esr_analysis.sampling import SamplingSettings
+from esr_analysis.steering.generate import generate
+from esr_analysis.steering.interventions import AblateLatents, AddLatent, AddVector
+from esr_analysis.steering.replay import replay
+from esr_analysis.steering.results import LatentCapture
+from esr_analysis.steering.sampling import SamplingSettings
 from esr_analysis.tracing import hf_module
 
 PROMPTS = ["Explain how to bake bread.", "How do you calculate the area of a circle?", "Budgets list income."]
@@ -114,7 +116,7 @@ def test_added_delta_matches_scope_and_reference(tiny_lm, tiny_sae, scope):
 
 @pytest.fixture(params=["llama", "qwen2", "gemma2", "gemma3"])
 def arch_lm(request):
-    from esr_analysis.testing import tiny_hf_model, tiny_tokenizer
+    from esr_analysis.models.tiny import tiny_hf_model, tiny_tokenizer
     from esr_analysis.tracing import wrap_model
 
     return wrap_model(tiny_hf_model(request.param), tiny_tokenizer())
@@ -253,13 +255,13 @@ def test_add_vector(tiny_lm):
 
 @pytest.fixture
 def no_compute(monkeypatch):
-    from esr_analysis import tracing
+    from esr_analysis.tracing import run as tracing_run
 
     def boom(*a, **k):
         raise AssertionError("compute ran before validation")
 
-    monkeypatch.setattr(tracing, "generate_with_plan", boom)
-    monkeypatch.setattr(tracing, "forward_with_plan", boom)
+    monkeypatch.setattr(tracing_run, "generate_with_plan", boom)
+    monkeypatch.setattr(tracing_run, "forward_with_plan", boom)
 
 
 @pytest.mark.parametrize(

@@ -117,10 +117,10 @@ def test_trial_from_generation_duck_typed():
 
 def test_trial_from_real_generation_result_and_grade(tmp_path):
     """The store takes the lead's GenerationResult and the judge's Grade without importing them."""
-    from esr_analysis.generation import GenerationResult
-    from esr_analysis.interventions import AddLatent, ResolvedIntervention
-    from esr_analysis.judge.base import Attempt, Grade
-    from esr_analysis.sampling import SamplingSettings
+    from esr_analysis.judge.types import Attempt, Grade
+    from esr_analysis.steering.interventions import AddLatent, ResolvedIntervention
+    from esr_analysis.steering.results import GenerationResult
+    from esr_analysis.steering.sampling import SamplingSettings
 
     request = AddLatent(latent=11, strength=2.5, layer=1)
     spec = s.Trial(experiment="exp1", prompt="How do I boil an egg?", latent=11, boost=2.5, seed=42,
@@ -174,8 +174,8 @@ def test_write_read_roundtrip_and_frame(tmp_path):
     assert df.attrs["manifest"]["model_id"] == "tiny-llama"
     # metrics read the DataFrame and the records alike
     for name in metrics.SUMMARY_METRICS:
-        a = metrics._estimate(df, name, exclude_degraded=False, n_boot=100, seed=0, confidence=0.95)
-        b = metrics._estimate(trials, name, exclude_degraded=False, n_boot=100, seed=0, confidence=0.95)
+        a = metrics.estimate(df, name, exclude_degraded=False, n_boot=100, seed=0, confidence=0.95)
+        b = metrics.estimate(trials, name, exclude_degraded=False, n_boot=100, seed=0, confidence=0.95)
         assert a == b
     esr = metrics.esr_rate(df, n_boot=100)
     assert (esr.count, esr.n, esr.excluded) == (1, 2, {"error": 1, "ungraded": 1})

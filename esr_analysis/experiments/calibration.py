@@ -22,12 +22,13 @@ import json
 import logging
 import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from esr_analysis.experiments.bisection import ProbabilisticBisection
+from esr_analysis.files import atomic_write_json
+from esr_analysis.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,7 @@ class ThresholdCache:
             return None
 
     def put(self, result: ThresholdResult) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump({**result.as_dict(), "cached": False}, f)
-        os.replace(tmp, self.directory / f"{result.key}.json")
+        atomic_write_json(self.directory / f"{result.key}.json", {**result.as_dict(), "cached": False}, indent=None)
 
 
 def _first_score(grade: Any) -> float | None:
@@ -90,11 +88,6 @@ def _first_score(grade: Any) -> float | None:
         return None
     scores = grade.scores
     return scores[0] if scores else None
-
-
-def _row_seed(base: int, *parts: Any) -> int:
-    blob = json.dumps([base, *parts]).encode()
-    return int(hashlib.sha256(blob).hexdigest()[:8], 16) % 1_000_000
 
 
 def calibrate(session: Any, latents: list[int], *, cache: ThresholdCache | None = None) -> dict[int, ThresholdResult]:
@@ -117,7 +110,7 @@ def calibrate(session: Any, latents: list[int], *, cache: ThresholdCache | None 
     searches = {lat: ProbabilisticBisection(lower=s.lower, upper=s.upper, prior_mean=s.prior_mean,
                                             prior_std=s.prior_std, target=s.target / 100.0, grid_size=s.grid_size,
                                             confidence_scale=s.confidence_scale) for lat in todo}
-    rngs = {lat: random.Random(_row_seed(s.seed, "search", lat)) for lat in todo}
+    rngs = {lat: random.Random(derive_seed(s.seed, "search", lat)) for lat in todo}
     settings = session.settings(s.max_new_tokens)
     from tqdm.auto import tqdm
 

@@ -12,15 +12,16 @@ pair of judges (the original included), on trials both graded validly:
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from esr_analysis.files import atomic_write_json
+
 
 def _scores(grade: dict[str, Any] | None) -> list[float] | None:
-    from esr_analysis.metrics import scored_attempts
+    from esr_analysis.metrics.definitions import scored_attempts
 
     if not grade or grade.get("error"):
         return None
@@ -67,8 +68,12 @@ def sample_trials(trials: list[Any], n: int, seed: int = 42) -> list[Any]:
 def run_exp7(session: Any, run_dir: str | Path, source_run: str | Path, judges: list[Any] | None = None) -> Path:
     """Re-grade a sample of ``source_run`` with each of ``judges`` (default: ``config.cross_judges`` built with
     :func:`esr_analysis.judge.make_judge`); store the re-grades as a run and ``<run_dir>_agreement.json``."""
-    from esr_analysis.judge import GradeRequest, make_judge, run_grading
-    from esr_analysis.store import RunManifest, Trial, open_run, read_trials
+    from esr_analysis.judge import make_judge
+    from esr_analysis.judge.runner import run_grading
+    from esr_analysis.judge.types import GradeRequest
+    from esr_analysis.store.read import read_trials
+    from esr_analysis.store.run import open_run
+    from esr_analysis.store.schema import RunManifest, Trial
 
     c = session.config
     if judges is None:
@@ -95,5 +100,5 @@ def run_exp7(session: Any, run_dir: str | Path, source_run: str | Path, judges: 
                     writer.append(nt)
     names = list(columns)
     table = {f"{a} vs {b}": agreement(columns[a], columns[b]) for i, a in enumerate(names) for b in names[i + 1:]}
-    (rd.parent / f"{rd.name}_agreement.json").write_text(json.dumps(table, indent=2) + "\n")
+    atomic_write_json(rd.parent / f"{rd.name}_agreement.json", table, indent=2)
     return rd

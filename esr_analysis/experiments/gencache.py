@@ -11,16 +11,13 @@ interrupted runs never corrupt the cache.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
-def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+from esr_analysis.files import atomic_write_text
+from esr_analysis.store.schema import canonical_json
 
 
 def _dump(obj: Any) -> Any:
@@ -43,13 +40,13 @@ class GenerationCache:
         payload = {"v": 2, "model": model_id, "sae": sae, "interventions": [_dump(i) for i in interventions],
                    "prompt": prompt, "seed": int(seed), "settings": _dump(settings), "chat": chat,
                    "versions": versions}
-        return hashlib.sha256(_canon(payload).encode("utf-8")).hexdigest()
+        return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> Any | None:
-        from esr_analysis.generation import GenerationResult
+        from esr_analysis.steering.results import GenerationResult
 
         p = self._path(key)
         if not p.is_file():
@@ -60,12 +57,7 @@ class GenerationCache:
             return None
 
     def put(self, key: str, result: Any) -> None:
-        p = self._path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(result.model_dump_json())
-        os.replace(tmp, p)
+        atomic_write_text(self._path(key), result.model_dump_json())
 
     def __len__(self) -> int:
         return sum(1 for _ in self.directory.glob("*/*.json"))

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from esr_analysis.errors import ConfigError
 from esr_analysis.experiments.config import ExperimentConfig, load_config
+from esr_analysis.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,7 @@ class PipelineResult:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from esr_analysis.store import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_json(path, data, indent=2, default=str)
 
 
 def default_run_dir(config: ExperimentConfig) -> Path:
@@ -94,7 +94,7 @@ def run_pipeline(config: ExperimentConfig | str | dict[str, Any], *, overrides: 
     """Run (or resume) ``config`` end to end; see the module docstring. Bad configs fail before any compute."""
     from esr_analysis.experiments.calibration import ThresholdCache, calibrate
     from esr_analysis.experiments.selection import claude_concreteness_rater, select_latents
-    from esr_analysis.experiments.session import ConfigError, open_session
+    from esr_analysis.experiments.session import open_session
 
     cfg = load_config(config, overrides) if not isinstance(config, ExperimentConfig) or overrides else config
     cfg_json = json.loads(cfg.model_dump_json())

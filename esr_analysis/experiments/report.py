@@ -23,9 +23,9 @@ def _store_runs(run_dir: Path) -> dict[str, Path]:
 
 
 def report_tables(run_dir: str | Path, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """``{experiment: DataFrame}``: :func:`esr_analysis.metrics.summarize` by condition for each store run."""
-    from esr_analysis.metrics import summarize
-    from esr_analysis.store import load_run
+    """``{experiment: DataFrame}``: :func:`esr_analysis.metrics.summary.summarize` by condition for each store run."""
+    from esr_analysis.metrics.summary import summarize
+    from esr_analysis.store.read import load_run
 
     rd = Path(run_dir)
     if not rd.is_dir():

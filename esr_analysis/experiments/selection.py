@@ -58,17 +58,16 @@ def max_activations(model: Any, sae: Any, prompts: Sequence[str], latents: Seque
     prompt's user turn (template, no generation prompt), read at the output of block ``layer``."""
     import torch
 
-    from esr_analysis import tracing
-    from esr_analysis.generation import _pad
-    from esr_analysis.saes import SlicedSAE
+    from esr_analysis.sae.sliced import SlicedSAE
+    from esr_analysis.tracing.plans import LayerPlan, left_pad, step0_masks
+    from esr_analysis.tracing.run import forward_with_plan
 
     read = SlicedSAE.from_sae(sae, list(latents)).params(dtype=torch.float32)
-    plan = tracing.LayerPlan(layer=layer, read=read)
+    plan = LayerPlan(layer=layer, read=read)
     rows = []
     for lo in range(0, len(prompts), batch_size):
-        ids, mask = _pad([_user_turn_ids(model.tokenizer, p) for p in prompts[lo:lo + batch_size]], model.tokenizer)
-        acts, _ = tracing.forward_with_plan(model, ids, mask, [plan], tracing.step0_masks(mask), stop_after_last=True,
-                                            remote=remote)
+        ids, mask = left_pad([_user_turn_ids(model.tokenizer, p) for p in prompts[lo:lo + batch_size]], model.tokenizer)
+        acts, _ = forward_with_plan(model, ids, mask, [plan], step0_masks(mask), stop_after_last=True, remote=remote)
         a = acts[layer].float()
         a = a.masked_fill(~mask.bool()[:, :, None], float("-inf"))
         rows.append(a.max(dim=1).values)
@@ -76,7 +75,7 @@ def max_activations(model: Any, sae: Any, prompts: Sequence[str], latents: Seque
 
 
 def _dead(sae: Any, latents: Sequence[int], info: Callable[[int], dict[str, Any]]) -> set[int]:
-    from esr_analysis.saes import SlicedSAE
+    from esr_analysis.sae.sliced import SlicedSAE
 
     norms = SlicedSAE.from_sae(sae, list(latents)).W_dec.float().norm(dim=1)
     dead = {lat for lat, n in zip(latents, norms.tolist(), strict=True) if n == 0.0}
@@ -132,7 +131,7 @@ def select_latents(model: Any, sae: Any, prompts: Sequence[str], *, n_latents: i
                    min_concreteness: float | str = 65.0, seed: int = 0, batch_size: int = 16,
                    remote: bool | str = False) -> SelectionReport:
     """Select distractor latents (see the module docstring). Returns the latents and removal counts."""
-    from esr_analysis.saes import sae_width
+    from esr_analysis.sae.sliced import sae_width
 
     if relevance_rule not in ("zero", "topk", "none"):
         raise ValueError(f"relevance_rule must be 'zero', 'topk' or 'none', got {relevance_rule!r}")

@@ -5,9 +5,9 @@ layers, SAE source and explicit latents, target range) and :func:`open_session` 
 :meth:`Session.generate` is the cached, batched generation every experiment goes through, and
 :meth:`Session.grade` grades with the judge through the grade cache.
 
-SAE sources: anything :func:`esr_analysis.sae_loading.load_sae` understands (``shipped:<name>``, a local
+SAE sources: anything :func:`esr_analysis.sae.loading.load_sae` understands (``shipped:<name>``, a local
 directory, ``<release>/<sae_id>``), plus ``random:<d_sae>[:<seed>]``, a seeded random ReLU SAE of the
-model's width (for development, tests and benchmarks only; its latents mean nothing).
+model's width (:mod:`esr_analysis.sae.random_sae`; for development, tests and benchmarks only).
 """
 
 from __future__ import annotations
@@ -19,44 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from esr_analysis.errors import ConfigError
 from esr_analysis.experiments.config import ExperimentConfig
 from esr_analysis.experiments.gencache import GenerationCache
 
 log = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
-    """A config that cannot run; raised before any compute, with what to change."""
-
-
-def random_sae(d_in: int, d_sae: int, seed: int = 0) -> Any:
-    """A seeded random ReLU sae-lens SAE (decoder rows of unit norm), tagged ``random:<d_sae>:<seed>``."""
-    import torch
-    from sae_lens import StandardSAE, StandardSAEConfig
-
-    g = torch.Generator().manual_seed(seed)
-    sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae))
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g) / d_in**0.5)
-        dec = torch.randn(d_sae, d_in, generator=g)
-        sae.W_dec.copy_(dec / dec.norm(dim=1, keepdim=True))
-        sae.b_enc.copy_(-0.5 * torch.rand(d_sae, generator=g))
-        sae.b_dec.zero_()
-    sae.esr_source = f"random:{d_sae}:{seed}"
-    return sae
-
-
 def load_sae_source(source: str, d_model: int) -> Any:
-    """Load an SAE from ``source`` (see module docstring)."""
-    if source.startswith("random:"):
-        parts = source.split(":")
+    """Load an SAE from ``source`` (see module docstring); a bad ``random:`` source raises :class:`ConfigError`."""
+    from esr_analysis.sae.random_sae import RANDOM_PREFIX, parse_random_source, random_sae
+
+    if source.startswith(RANDOM_PREFIX):
         try:
-            d_sae = int(parts[1])
-            seed = int(parts[2]) if len(parts) > 2 else 0
-        except (IndexError, ValueError):
-            raise ConfigError(f"bad random SAE source {source!r}; use random:<d_sae>[:<seed>]") from None
+            d_sae, seed = parse_random_source(source)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return random_sae(d_model, d_sae, seed)
-    from esr_analysis.sae_loading import load_sae
+    from esr_analysis.sae.loading import load_sae
 
     return load_sae(source)
 
@@ -65,7 +45,7 @@ def _labels_for(sae: Any) -> Callable[[int], str]:
     src = str(getattr(sae, "esr_source", "") or "")
     if src and not src.startswith("random:"):
         try:
-            from esr_analysis.labels import labels_for
+            from esr_analysis.sae.labels import labels_for
 
             labels = labels_for(sae)
             return lambda i: labels.label(i) or f"latent {i}"
@@ -78,7 +58,7 @@ def _latent_stats(sae: Any) -> Callable[[int], dict[str, Any]]:
     src = str(getattr(sae, "esr_source", "") or "")
     if src and not src.startswith("random:"):
         try:
-            from esr_analysis.labels import labels_for
+            from esr_analysis.sae.labels import labels_for
 
             labels = labels_for(sae)
             return labels.info
@@ -111,20 +91,20 @@ class Session:
     @property
     def sae_source(self) -> str | None:
         """The string the SAE was loaded from (human-readable; not a content identity)."""
-        from esr_analysis.sae_loading import sae_source_of
+        from esr_analysis.sae.loading import sae_source_of
 
         return sae_source_of(self.sae)
 
     @property
     def sae_identity(self) -> dict[str, str] | None:
         """Source string plus content fingerprint of the SAE: what caches and run manifests key on."""
-        from esr_analysis.sae_loading import sae_identity
+        from esr_analysis.sae.loading import sae_identity
 
         return sae_identity(self.sae)
 
     def settings(self, max_new_tokens: int | None = None) -> Any:
         """Sampling settings of the trials (or of the threshold search with ``max_new_tokens``)."""
-        from esr_analysis.sampling import SamplingSettings
+        from esr_analysis.steering.sampling import SamplingSettings
 
         c = self.config
         return SamplingSettings(temperature=c.temperature, top_p=c.top_p, repetition_penalty=self.repetition_penalty,
@@ -132,7 +112,7 @@ class Session:
 
     def steer(self, latent: int, boost: float) -> Any:
         """The steering intervention of ``latent`` at ``boost`` SAE units at the config's layer and scope."""
-        from esr_analysis.interventions import AddLatent
+        from esr_analysis.steering.interventions import AddLatent
 
         return AddLatent(latent=int(latent), strength=float(boost), layer=self.steer_layer, scope=self.config.scope)
 
@@ -142,8 +122,8 @@ class Session:
         rows come from disk, the rest run in batches of ``config.batch_size`` and are stored."""
         import time
 
-        from esr_analysis.generation import generate
         from esr_analysis.provenance import library_versions
+        from esr_analysis.steering.generate import generate
 
         n = len(prompts)
         out: list[Any] = [None] * n
@@ -177,7 +157,8 @@ class Session:
         """Grade ``(prompt, response, label)`` triples with the session's judge (grade cache on)."""
         import time
 
-        from esr_analysis.judge import GradeRequest, run_grading
+        from esr_analysis.judge.runner import run_grading
+        from esr_analysis.judge.types import GradeRequest
 
         reqs = [GradeRequest(prompt=p, response=r, latent_label=lab)
                 for p, r, lab in zip(prompts, responses, labels, strict=True)]
@@ -209,14 +190,14 @@ def preflight(config: ExperimentConfig, *, judge: Any = None, sae: Any = None, m
     (small for shipped SAEs; a hub SAE offline fails fast), and checks layers and explicit latents.
     """
     from esr_analysis.experiments.prompts import load_prompts
-    from esr_analysis.models import get_spec
+    from esr_analysis.models.registry import get_spec
 
     c = config
     if not 0 <= c.search.target <= 100:
         raise ConfigError(f"search.target must be between 0 and 100, got {c.search.target}")
     try:
         if model is not None:
-            from esr_analysis.models import spec_of
+            from esr_analysis.models.loading import spec_of
 
             spec = spec_of(model)
         else:
@@ -229,7 +210,8 @@ def preflight(config: ExperimentConfig, *, judge: Any = None, sae: Any = None, m
         if not 0 <= layer < spec.n_layers:
             raise ConfigError(f"{name}={layer} is outside {spec.name} (layers 0..{spec.n_layers - 1})")
     if judge is None:
-        from esr_analysis.judge import JudgeConfigError, make_judge
+        from esr_analysis.judge import make_judge
+        from esr_analysis.judge.types import JudgeConfigError
 
         try:
             judge = make_judge(c.judge)
@@ -255,7 +237,7 @@ def preflight(config: ExperimentConfig, *, judge: Any = None, sae: Any = None, m
             raise
         except (FileNotFoundError, ValueError, OSError) as exc:
             raise ConfigError(f"cannot load SAE {source!r}: {exc}") from None
-    from esr_analysis.saes import sae_width
+    from esr_analysis.sae.sliced import sae_width
 
     d_in, d_sae = sae_width(sae)
     if d_in != spec.d_model:
@@ -274,7 +256,7 @@ def preflight(config: ExperimentConfig, *, judge: Any = None, sae: Any = None, m
 def _model_identity(spec: Any, model: Any) -> dict[str, Any]:
     ident: dict[str, Any] = {"name": spec.name, "hf_id": spec.hf_id}
     try:
-        from esr_analysis.tracing import hf_module
+        from esr_analysis.tracing.core import hf_module
 
         hf = hf_module(model)
         ident["dtype"] = str(next(hf.parameters()).dtype)
@@ -293,7 +275,7 @@ def open_session(config: ExperimentConfig, *, model: Any = None, sae: Any = None
     """
     pf = preflight(config, judge=judge, sae=sae, model=model)
     if model is None:
-        from esr_analysis.models import load_model, load_remote_model
+        from esr_analysis.models.loading import load_model, load_remote_model
 
         if config.remote and config.remote != "local":
             model = load_remote_model(pf.spec.name)

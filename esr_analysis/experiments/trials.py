@@ -2,8 +2,8 @@
 
 * Prompts of a latent: ``k`` distinct prompts drawn with ``Random(h(seed, "prompts", latent))``; every
   experiment of a run uses the same prompts for a latent.
-* Seed of a trial: ``h(seed, "trial", latent, prompt)`` with ``h`` a SHA-256-derived integer in
-  ``[0, 10^6)``; so exp 1, its no-steering baseline (exp 8) and the meta-prompting baseline share seeds.
+* Seed of a trial: ``h(seed, "trial", latent, prompt)`` with ``h`` = :func:`esr_analysis.seeds.derive_seed`
+  (a SHA-256-derived integer in ``[0, 10^6)``); so exp 1, its no-steering baseline (exp 8) and the meta-prompting baseline share seeds.
 * :func:`run_trials` writes trials chunk by chunk (one batched generation and one grading call per chunk of
   ``batch_size`` rows) into a store run; trials already recorded (by content key) are skipped, so a killed
   run resumes without losing or duplicating trials.
@@ -11,31 +11,25 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def derived_seed(base: int, *parts: Any) -> int:
-    """A deterministic integer in ``[0, 10^6)`` from ``base`` and ``parts`` (SHA-256 of their JSON)."""
-    blob = json.dumps([base, *parts], default=str).encode()
-    return int(hashlib.sha256(blob).hexdigest()[:8], 16) % 1_000_000
+from esr_analysis.seeds import derive_seed
 
 
 def latent_prompts(session: Any, latent: int) -> list[str]:
     """The ``n_prompts_per_latent`` distinct prompts of ``latent`` in this run."""
     c = session.config
-    rng = random.Random(derived_seed(c.seed, "prompts", int(latent)))
+    rng = random.Random(derive_seed(c.seed, "prompts", int(latent)))
     return rng.sample(session.prompts, c.n_prompts_per_latent)
 
 
 def trial_seed(session: Any, latent: int | None, prompt: str) -> int:
     """The sampling seed of the trial of ``latent`` on ``prompt`` (shared across experiments)."""
-    return derived_seed(session.config.seed, "trial", latent, prompt)
+    return derive_seed(session.config.seed, "trial", latent, prompt)
 
 
 @dataclass

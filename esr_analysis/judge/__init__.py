@@ -24,18 +24,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from esr_analysis.judge.base import (
+from esr_analysis.judge.base import Judge
+from esr_analysis.judge.cache import GradeCache
+from esr_analysis.judge.runner import GradingReport, RunStats, grade_all, grade_async, run_grading
+from esr_analysis.judge.types import (
     Attempt,
     BudgetExceededError,
     Grade,
     GradeRequest,
-    Judge,
     JudgeConfigError,
     JudgeFatalError,
     TransientJudgeError,
 )
-from esr_analysis.judge.cache import GradeCache
-from esr_analysis.judge.runner import GradingReport, RunStats, grade_all, grade_async, run_grading
 
 __all__ = [
     "Attempt",

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from esr_analysis.judge.base import Grade, GradeRequest
+from esr_analysis.judge.types import Grade, GradeRequest
 
 CACHE_FORMAT = "esr-grade-cache-v1"
 DEFAULT_CACHE_NAME = "judge_grades.sqlite"

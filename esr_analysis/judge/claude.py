@@ -58,7 +58,7 @@ class ClaudeJudge(LLMJudge):
         message = await parse_raw(raw)
         content = getattr(message, "content", None)
         if not isinstance(content, list):
-            from esr_analysis.judge.base import TransientJudgeError
+            from esr_analysis.judge.types import TransientJudgeError
 
             raise TransientJudgeError("response body is not a Messages API message (no content list)")
         text = "".join(

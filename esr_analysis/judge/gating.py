@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from esr_analysis.judge.base import Attempt, Grade
 from esr_analysis.judge.restart import find_restarts
+from esr_analysis.judge.types import Attempt, Grade
 
 GATING_VERSION = "restart-gate-v1"
 DEFAULT_WINDOW = 150

@@ -6,14 +6,14 @@ An API judge sends one request per grading: the rubric's system prompt and user 
 timeouts, connection errors) are done by the SDK's own retry machinery, bounded by ``max_retries`` with a
 per-attempt ``timeout``. Around that, ``item_deadline_s`` bounds one grading's total time (so a huge
 ``retry-after`` cannot stall a run), and a malformed response body is raised as
-:class:`~esr_analysis.judge.base.TransientJudgeError` for the runner's item-level retry.
+:class:`~esr_analysis.judge.types.TransientJudgeError` for the runner's item-level retry.
 
 Outcomes of one grading:
 
 * a parsed verdict -> a grade with attempts;
 * an unparseable verdict -> a grade with ``error`` and the ``raw_response`` kept (not retried);
 * HTTP 401/403/404, or a 400 that rejects the ``temperature`` parameter ->
-  :class:`~esr_analysis.judge.base.JudgeFatalError` (bad key, unknown model, unsupported parameter:
+  :class:`~esr_analysis.judge.types.JudgeFatalError` (bad key, unknown model, unsupported parameter:
   every item would fail the same way);
 * any other API failure (an SDK ``APIError``) after the SDK's retries -> a grade with ``error``;
 * anything else (a bug, a wrong SDK version) propagates and stops the run.
@@ -30,18 +30,18 @@ import os
 from abc import abstractmethod
 from typing import Any
 
-from esr_analysis.judge.base import (
+from esr_analysis.judge.base import Judge
+from esr_analysis.judge.gating import DEFAULT_WINDOW, GATING_VERSION, gate_grade
+from esr_analysis.judge.parsing import parse_judge_output
+from esr_analysis.judge.rubric import SYSTEM_PROMPT, build_user_message, rubric_hash
+from esr_analysis.judge.types import (
     Grade,
     GradeRequest,
-    Judge,
     JudgeConfigError,
     JudgeFatalError,
     TransientJudgeError,
     redact_secrets,
 )
-from esr_analysis.judge.gating import DEFAULT_WINDOW, GATING_VERSION, gate_grade
-from esr_analysis.judge.parsing import parse_judge_output
-from esr_analysis.judge.rubric import SYSTEM_PROMPT, build_user_message, rubric_hash
 
 FATAL_STATUS = frozenset({401, 403, 404})
 SDK_INITIAL_RETRY_DELAY = 0.5  # the SDKs' exponential backoff: 0.5 s * 2**n, capped at 8 s

@@ -33,8 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from esr_analysis.judge.base import Attempt, Grade, GradeRequest, Judge, JudgeConfigError
+from esr_analysis.judge.base import Judge
 from esr_analysis.judge.restart import RESTART_PATTERNS, boundary_offsets, strip_restart_language
+from esr_analysis.judge.types import Attempt, Grade, GradeRequest, JudgeConfigError
 
 OFFLINE_VERSION = "offline-judge-v1"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -105,10 +106,10 @@ def segment_attempts(response: str) -> list[str]:
 
 
 def is_degenerate(text: str) -> bool:
-    """Degenerate repetition: the paper's degraded-output rule (:func:`esr_analysis.metrics.is_degraded`,
+    """Degenerate repetition: the paper's degraded-output rule (:func:`esr_analysis.metrics.definitions.is_degraded`,
     >= 5 identical consecutive words longer than 1 character), the same rule after lower-casing and
     stripping punctuation, or, for texts of >= 20 words, fewer than 30 % distinct word trigrams."""
-    from esr_analysis.metrics import is_degraded
+    from esr_analysis.metrics.definitions import is_degraded
 
     if is_degraded(text, DEGENERATE_RUN):
         return True

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from esr_analysis.judge.base import JudgeConfigError, TransientJudgeError
 from esr_analysis.judge.llm import CompletionResult, LLMJudge, parse_raw
+from esr_analysis.judge.types import JudgeConfigError, TransientJudgeError
 
 Provider = Literal["openai", "openrouter", "local"]
 

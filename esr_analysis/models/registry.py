@@ -1,9 +1,9 @@
-"""Model registry and loading: :class:`ModelSpec`, :func:`get_spec`, :func:`load_model`, meta models.
+"""The model registry: :class:`ModelSpec`, the paper's models, :func:`get_spec`, :func:`validate_layer`.
 
 Every model the toolkit knows is described by a frozen :class:`ModelSpec` (HF id, layer count, width,
 the paper's default steer / ablate / read layers, default SAE, chat handling, repetition penalty).
-The registry holds the paper's five models (esr-method.md §1.1), Gemma 3 270M from the Hub, and two
-*embedded* models that ship inside pip packages and load offline (see :mod:`esr_analysis.embedded`);
+The registry holds the paper's five models (``docs/method.md#models``), Gemma 3 270M from the Hub, and two
+*embedded* models that ship inside pip packages and load offline (see :mod:`esr_analysis.models.embedded`);
 the embedded Qwen2.5-Coder-0.5B-Instruct is the default (:data:`DEFAULT_MODEL`).
 
 Definitions
@@ -16,60 +16,38 @@ Definitions
 * ``sae_source`` is ``"<sae-lens release>/<sae id>"`` (split at the first ``/``) or ``"shipped:<name>"``
   for an SAE shipped with this repository.
 
-Heavy libraries (torch, transformers, nnsight) are imported inside functions only; nnsight only via
-:mod:`esr_analysis.tracing`.
+The registry also remembers which spec a loaded model object belongs to (:func:`remember_spec`), so
+:func:`esr_analysis.models.loading.spec_of` can map a model back to its spec. Loading lives in
+:mod:`esr_analysis.models.loading`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import threading
-import time
 import weakref
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from esr_analysis.embedded import (
-    EMBEDDED_SOURCES,
-    EmbeddedModelError,
-    embedded_gguf_path,
-    ensure_hf_copy,
-    hf_cache_dir,
-)
-from esr_analysis.paths import model_configs_dir
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+from esr_analysis.models.embedded import EMBEDDED_SOURCES
 
 __all__ = [
     "DEFAULT_MODEL",
     "LLAMA_EXTRA_HEADER_IDS",
-    "EmbeddedModelError",
     "ModelSpec",
-    "embedded_gguf_path",
-    "ensure_hf_copy",
     "get_spec",
-    "hf_cache_dir",
     "list_models",
-    "load_config",
-    "load_model",
-    "load_tiny",
-    "meta_model_for",
     "register_spec",
-    "spec_of",
+    "remember_spec",
+    "remembered_spec",
     "validate_layer",
 ]
-
-logger = logging.getLogger(__name__)
 
 DTypeName = Literal["float32", "bfloat16", "float16"]
 Source = Literal["hub", "embedded", "adhoc"]
 
 #: What the authors' Llama generation appends after the chat template's generation prompt: a second
-#: ``<|begin_of_text|><|start_header_id|>assistant<|end_header_id|>`` (esr-method.md §1.2).
+#: ``<|begin_of_text|><|start_header_id|>assistant<|end_header_id|>`` (``docs/method.md#models``).
 LLAMA_EXTRA_HEADER_IDS: tuple[int, ...] = (128000, 128006, 78191, 128007)
 
 
@@ -130,10 +108,6 @@ class ModelSpec(BaseModel):
             return None
         release, sae_id = self.sae_source.split("/", 1)
         return release, sae_id
-
-    def torch_dtype(self, override: str | torch.dtype | None = None) -> torch.dtype:
-        """The torch dtype to load with: ``override`` if given (name or dtype), else :attr:`dtype`."""
-        return _resolve_dtype(override if override is not None else self.dtype)
 
 
 _GEMMA2_NOTE = (
@@ -399,14 +373,14 @@ def validate_layer(spec: ModelSpec | str, layer: int, *, what: str = "layer") ->
 
 
 # --------------------------------------------------------------------------------------------------
-# spec_of: which spec belongs to a loaded model object
+# which spec belongs to a loaded model object
 
 _MODEL_SPECS: dict[int, tuple[weakref.ref[Any], ModelSpec]] = {}
 
 
-def _remember(obj: Any, spec: ModelSpec) -> None:
-    """Record ``obj -> spec`` without keeping ``obj`` alive (keyed by identity; nnsight objects proxy
-    ``__eq__``/``__hash__``, so a WeakKeyDictionary is not safe)."""
+def remember_spec(obj: Any, spec: ModelSpec) -> None:
+    """Record that the loaded object ``obj`` is model ``spec``, without keeping ``obj`` alive (keyed by identity;
+    nnsight objects proxy ``__eq__``/``__hash__``, so a WeakKeyDictionary is not safe)."""
     key = id(obj)
     try:
         ref = weakref.ref(obj, lambda _r, key=key: _MODEL_SPECS.pop(key, None))
@@ -415,276 +389,9 @@ def _remember(obj: Any, spec: ModelSpec) -> None:
     _MODEL_SPECS[key] = (ref, spec)
 
 
-def _lookup(obj: Any) -> ModelSpec | None:
+def remembered_spec(obj: Any) -> ModelSpec | None:
+    """The spec recorded for ``obj`` by :func:`remember_spec`, or ``None``."""
     entry = _MODEL_SPECS.get(id(obj))
     if entry is not None and entry[0]() is obj:
         return entry[1]
     return None
-
-
-def _hf_config(model: Any) -> Any:
-    for getter in (
-        lambda m: m.config,
-        lambda m: m._module.config,
-    ):
-        try:
-            cfg = getter(model)
-        except Exception:  # noqa: BLE001 - nnsight envoys may raise anything on unknown attributes
-            continue
-        cfg = getattr(cfg, "text_config", None) or cfg  # multimodal configs nest the LM's config
-        if hasattr(cfg, "num_hidden_layers") and hasattr(cfg, "hidden_size"):
-            return cfg
-    return None
-
-
-def spec_of(model: Any) -> ModelSpec:
-    """The :class:`ModelSpec` of a model returned by :func:`load_model`, :func:`load_tiny` or
-    :func:`meta_model_for` (or the HF module inside it).
-
-    For other models a spec is inferred from the HF config (``num_hidden_layers``, ``hidden_size``;
-    default layers at the middle block, no SAE). Raises :class:`ValueError` if neither works.
-    """
-    if isinstance(model, ModelSpec):
-        return model
-    spec = _lookup(model)
-    if spec is not None:
-        return spec
-    try:
-        inner = model._module  # the HF module inside an nnsight wrapper
-    except Exception:  # noqa: BLE001 - nnsight envoys may raise anything on unknown attributes
-        inner = None
-    if inner is not None and (found := _lookup(inner)) is not None:
-        return found
-    cfg = _hf_config(model)
-    if cfg is None:
-        raise ValueError(
-            f"cannot tell which model {type(model).__name__} is: it was not loaded with "
-            "esr_analysis.models.load_model and has no HF config with num_hidden_layers/hidden_size"
-        )
-    n_layers = int(cfg.num_hidden_layers)
-    mid = n_layers // 2
-    name = getattr(cfg, "name_or_path", "") or getattr(cfg, "model_type", "unknown")
-    return ModelSpec(
-        name=str(name),
-        hf_id=str(name),
-        source="adhoc",
-        family=str(getattr(cfg, "model_type", "unknown")),
-        n_layers=n_layers,
-        d_model=int(cfg.hidden_size),
-        vocab_size=getattr(cfg, "vocab_size", None),
-        steer_layer=mid,
-        ablate_layer=mid,
-        read_layer=mid,
-        dtype="float32",
-        notes="inferred from the HF config",
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# configs and meta models
-
-
-def load_config(name: str | ModelSpec) -> Any:
-    """The transformers config of a registered model, built from its shipped ``data/model_configs`` JSON.
-
-    No network: the JSON holds the public ``config.json`` facts. Raises :class:`FileNotFoundError` if
-    the model has no shipped config.
-    """
-    from transformers import AutoConfig
-
-    spec = get_spec(name)
-    if spec.config_file is None:
-        raise FileNotFoundError(f"no shipped config for {spec.name}")
-    path = model_configs_dir() / spec.config_file
-    if not path.is_file():
-        raise FileNotFoundError(f"shipped config {path} is missing (is the repository checkout complete?)")
-    data = json.loads(path.read_text())
-    model_type = data.pop("model_type")
-    return AutoConfig.for_model(model_type, **data)
-
-
-def meta_model_for(name: str | ModelSpec) -> Any:
-    """A weightless (``meta`` device) nnsight model of a registered model, built offline for shape checks.
-
-    Uses the shipped config and keeps the real repo id (the NDIF remote key). There is no real
-    Llama/Gemma tokenizer offline, so the tokenizer is :func:`esr_analysis.testing.tiny_tokenizer`
-    (a stand-in: token ids and sequence lengths differ from the real model's, hidden sizes do not).
-    ``scan`` works on it; running it does not.
-    """
-    from esr_analysis import tracing
-    from esr_analysis.testing import tiny_tokenizer
-
-    spec = get_spec(name)
-    config = load_config(spec)
-    lm = tracing.meta_model(spec.hf_id, config, tiny_tokenizer())
-    _remember(lm, spec)
-    return lm
-
-
-def load_remote_model(name: str | ModelSpec) -> Any:
-    """An nnsight model for remote (NDIF) execution: weightless on ``meta``, with the model's real tokenizer.
-
-    The shipped config builds the module tree (no weights are downloaded); the tokenizer comes from the
-    Hugging Face Hub or its local cache. Pass ``remote=True`` to ``generate``/``replay`` with it. Offline,
-    or without access to the (gated) repo, this fails at once with :class:`FileNotFoundError`.
-    """
-    from transformers import AutoTokenizer
-
-    from esr_analysis import tracing
-
-    spec = get_spec(name)
-    try:
-        tok = AutoTokenizer.from_pretrained(spec.hf_id)
-    except (OSError, ValueError) as exc:
-        raise FileNotFoundError(
-            f"remote runs of {spec.hf_id} need its tokenizer from the Hugging Face Hub (or its local cache): {exc}. "
-            "Connect to the Hub (unset HF_HUB_OFFLINE) and accept the model's licence with your HF token."
-        ) from exc
-    lm = tracing.meta_model(spec.hf_id, load_config(spec), tok)
-    _remember(lm, spec)
-    return lm
-
-
-# --------------------------------------------------------------------------------------------------
-# loading
-
-
-_DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    aliases = {
-        "fp32": "float32",
-        "bf16": "bfloat16",
-        "fp16": "float16",
-        "half": "float16",
-        "float": "float32",
-    }
-    name = aliases.get(name, name)
-    if name not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
-    return getattr(torch, name)
-
-
-def _resolve_device(device: str | None) -> str:
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
-def _hub_offline() -> bool:
-    return any(
-        os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
-        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
-def _load_hub(spec: ModelSpec, *, device: str | None, dtype: torch.dtype) -> tuple[Any, Any]:
-    """``(hf_model, tokenizer)`` of a Hub model via ``from_pretrained(hf_id)``; fails fast offline."""
-    if _hub_offline():
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(spec.hf_id, "config.json")
-        if not isinstance(cached, str):
-            raise FileNotFoundError(
-                f"{spec.hf_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids "
-                "downloading it. Download it once with network access (e.g. `hf download "
-                f"{spec.hf_id}`; Llama and Gemma need an accepted licence and HF token), use the "
-                "embedded default model (load_model() / 'qwen2.5-coder-0.5b-instruct'), or run it remotely "
-                "on NDIF (meta_model_for(...) plus remote=True)."
-            )
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if device is None:
-        device_map: str = "auto" if torch.cuda.is_available() else "cpu"
-    else:
-        device_map = device
-    try:
-        tok = AutoTokenizer.from_pretrained(spec.hf_id)
-        hf = AutoModelForCausalLM.from_pretrained(spec.hf_id, dtype=dtype, device_map=device_map)
-    except OSError as exc:
-        raise FileNotFoundError(
-            f"could not load {spec.hf_id} from the Hugging Face Hub or cache ({exc}). Check network access "
-            "and that your HF token has accepted the model's licence."
-        ) from exc
-    return hf, tok
-
-
-def load_model(
-    name: str | ModelSpec | None = None,
-    *,
-    device: str | None = None,
-    dtype: str | torch.dtype | None = None,
-) -> Any:
-    """Load a registered model as an nnsight ``TransformersModel`` (eval mode, gradients off).
-
-    * ``name``: registry name/alias or a :class:`ModelSpec`; ``None`` loads :data:`DEFAULT_MODEL`.
-    * ``device``: e.g. ``"cpu"``, ``"cuda"``; default CUDA when available, else CPU (Hub models on CUDA
-      use ``device_map="auto"``).
-    * ``dtype``: ``"float32"``/``"bfloat16"``/``"float16"`` or a torch dtype; default ``spec.dtype``.
-
-    Embedded models load offline from the cache's HF copy, building it on first use (a minute or two,
-    logged). Hub models use ``from_pretrained(hf_id)`` and fail at once with a clear message when
-    ``HF_HUB_OFFLINE=1`` and the model is not cached. :func:`spec_of` maps the result back to its spec.
-    Unknown names and bad dtypes raise :class:`ValueError` before anything is loaded.
-    """
-    from esr_analysis import tracing
-
-    spec = get_spec(name)
-    if spec.source == "adhoc":
-        raise ValueError(f"{spec.name} is an ad-hoc spec with no weights to load; use load_tiny() for tests")
-    torch_dtype = spec.torch_dtype(dtype)
-    t0 = time.monotonic()
-    if spec.is_embedded:
-        from esr_analysis.embedded import load_embedded_hf
-
-        hf, tok = load_embedded_hf(spec.name, dtype=torch_dtype, device=_resolve_device(device))
-    else:
-        hf, tok = _load_hub(spec, device=device, dtype=torch_dtype)
-    hf.eval()
-    hf.requires_grad_(False)
-    lm = tracing.wrap_model(hf, tok)
-    _remember(lm, spec)
-    _remember(hf, spec)
-    logger.info("loaded %s (%s) in %.1f s", spec.name, torch_dtype, time.monotonic() - t0)
-    return lm
-
-
-def load_tiny(arch: str = "llama", *, seed: int = 0, n_layers: int = 2) -> Any:
-    """A tiny random-init model from :mod:`esr_analysis.testing`, wrapped for nnsight, with an ad-hoc spec.
-
-    The spec (``spec_of(model)``) is named ``tiny-<arch>``: ``n_layers`` blocks of width 64, default
-    layers at ``n_layers // 2``, no SAE, repetition penalty 1.0, float32. For tests and notebooks.
-    """
-    from esr_analysis import tracing
-    from esr_analysis.testing import TINY_HIDDEN, tiny_hf_model, tiny_tokenizer
-
-    hf = tiny_hf_model(arch, seed=seed, n_layers=n_layers)  # type: ignore[arg-type]
-    mid = n_layers // 2
-    spec = ModelSpec(
-        name=f"tiny-{arch}",
-        hf_id=f"esr-analysis/tiny-{arch}",
-        source="adhoc",
-        family=arch,
-        n_layers=n_layers,
-        d_model=TINY_HIDDEN,
-        vocab_size=int(hf.config.vocab_size),
-        steer_layer=mid,
-        ablate_layer=mid,
-        read_layer=mid,
-        repetition_penalty=1.0,
-        dtype="float32",
-        notes=f"tiny random-init {arch} model (seed {seed}) from esr_analysis.testing",
-    )
-    lm = tracing.wrap_model(hf, tiny_tokenizer())
-    _remember(lm, spec)
-    _remember(hf, spec)
-    return lm

@@ -1,4 +1,4 @@
-"""Tiny random-init models and a locally trained tokenizer, for tests and offline experiments.
+"""Tiny random-init models and a locally trained tokenizer, for tests and offline experiments (:func:`load_tiny`).
 
 Nothing here downloads anything: the tokenizer is a byte-level BPE trained in a few milliseconds on a
 built-in text, and each model is built from a config with ~2 layers and hidden size 64. The models
@@ -8,7 +8,7 @@ have a chat template so the whole chat-formatting path runs as on a real instruc
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Any, Literal
 
 TinyArch = Literal["llama", "qwen2", "gemma2", "gemma3"]
 
@@ -118,3 +118,35 @@ def tiny_hf_model(arch: TinyArch = "llama", seed: int = 0, n_layers: int = TINY_
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)
     return model
+
+
+def load_tiny(arch: str = "llama", *, seed: int = 0, n_layers: int = 2) -> Any:
+    """A tiny random-init model (:func:`tiny_hf_model`), wrapped for nnsight, with an ad-hoc spec.
+
+    The spec (``spec_of(model)``) is named ``tiny-<arch>``: ``n_layers`` blocks of width 64, default
+    layers at ``n_layers // 2``, no SAE, repetition penalty 1.0, float32. For tests and notebooks.
+    """
+    from esr_analysis.models.registry import ModelSpec, remember_spec
+    from esr_analysis.tracing.core import wrap_model
+
+    hf = tiny_hf_model(arch, seed=seed, n_layers=n_layers)  # type: ignore[arg-type]
+    mid = n_layers // 2
+    spec = ModelSpec(
+        name=f"tiny-{arch}",
+        hf_id=f"esr-analysis/tiny-{arch}",
+        source="adhoc",
+        family=arch,
+        n_layers=n_layers,
+        d_model=TINY_HIDDEN,
+        vocab_size=int(hf.config.vocab_size),
+        steer_layer=mid,
+        ablate_layer=mid,
+        read_layer=mid,
+        repetition_penalty=1.0,
+        dtype="float32",
+        notes=f"tiny random-init {arch} model (seed {seed}) from esr_analysis.models.tiny",
+    )
+    lm = wrap_model(hf, tiny_tokenizer())
+    remember_spec(lm, spec)
+    remember_spec(hf, spec)
+    return lm

@@ -3,9 +3,11 @@
 The corpus (``build_sae_corpus.py`` JSONL: ``kind`` "plain" with ``text``, or "chat" with ``prompt`` and
 ``response``) is tokenized document by document — plain text followed by ``<|endoftext|>``, chat pairs
 rendered by the tokenizer's chat template with ``<|im_end|>`` after the answer — and the token stream is cut
-into non-overlapping windows of ``seq_len`` tokens. Each batch runs only up to block ``layer``
-(:func:`esr_analysis.tracing.forward_with_plan` with ``stop_after_last``). The first ``drop_first``
-positions of every window are discarded (attention-sink norm outliers).
+into non-overlapping windows of ``seq_len`` tokens. Each batch is read with the toolkit's one residual reader
+(:func:`esr_analysis.steering.residuals.residual_batch`, which stops after block ``layer``). The first
+``drop_first`` positions of every window (the sink prefix of the one attention-sink rule,
+:func:`esr_analysis.steering.residuals.ordinary_positions`) are discarded; the rule's norm outliers are kept
+in the shards and dropped where the shards are used (:mod:`esr_analysis.sae.training`).
 
 Shard format: ``{"acts": float16 [n_windows, seq_len - drop_first, d_model], "tokens": int32
 [n_windows, seq_len], "drop_first": int}``, written atomically; existing shards are skipped on a rerun.
@@ -14,12 +16,13 @@ Shard format: ``{"acts": float16 [n_windows, seq_len - drop_first, d_model], "to
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from esr_analysis.files import atomic_path, atomic_write_json
 from esr_analysis.paths import cache_subdir
+from esr_analysis.steering.residuals import SINK_PREFIX
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -27,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def token_windows(tokenizer, corpus_file: Path, seq_len: int, max_windows: int) -> list[list[int]]:
     """The first ``max_windows`` windows of ``seq_len`` tokens of the packed token stream of one split."""
-    from esr_analysis.chat import format_chat
+    from esr_analysis.models.chat import format_chat
 
     eot = tokenizer("<|endoftext|>", add_special_tokens=False)["input_ids"]
     im_end = tokenizer("<|im_end|>\n", add_special_tokens=False)["input_ids"]
@@ -57,7 +60,7 @@ def harvest_split(lm, tokenizer, layer: int, corpus_file: Path, out: Path, *, n_
     import torch
     from tqdm import tqdm
 
-    from esr_analysis.tracing import forward_with_plan, step0_masks
+    from esr_analysis.steering.residuals import residual_batch
 
     out.mkdir(parents=True, exist_ok=True)
     per_window = seq_len - drop_first
@@ -77,9 +80,7 @@ def harvest_split(lm, tokenizer, layer: int, corpus_file: Path, out: Path, *, n_
         for b in batches(chunk, batch_size):
             ids = torch.tensor(b, dtype=torch.long)
             mask = torch.ones_like(ids)
-            _, resid = forward_with_plan(lm, ids, mask, plans=[], masks=step0_masks(mask),
-                                         save_residual_layers=(layer,), stop_after_last=True)
-            h = resid[layer].float()
+            h = residual_batch(lm, ids, mask, layer)
             if stats_path is not None and not stats_path.exists():
                 norms = h.norm(dim=-1)  # [B, T]
                 med = float(norms[:, drop_first:].median())
@@ -88,15 +89,14 @@ def harvest_split(lm, tokenizer, layer: int, corpus_file: Path, out: Path, *, n_
                          "fraction_kept_tokens_over_5x_median": float((norms[:, drop_first:] > 5 * med)
                                                                         .float().mean()),
                          "drop_first": drop_first}
-                stats_path.write_text(json.dumps(stats, indent=1))
+                atomic_write_json(stats_path, stats, indent=1)
                 print("position norms:", json.dumps(stats), flush=True)
             accs.append(h[:, drop_first:].to(torch.float16))
             bar.update(h.shape[0] * per_window)
         acts = torch.cat(accs)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"acts": acts, "tokens": torch.tensor(chunk, dtype=torch.int32), "drop_first": drop_first},
-                   tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"acts": acts, "tokens": torch.tensor(chunk, dtype=torch.int32), "drop_first": drop_first},
+                       tmp)
         done += acts.shape[0] * acts.shape[1]
     bar.close()
     return done
@@ -107,26 +107,21 @@ def acts_dir(model_name: str, layer: int) -> Path:
     return cache_subdir("sae_acts") / f"{model_name}-l{layer}"
 
 
-def residuals_for_texts(lm, texts: list[str], layer: int, *, drop_first: int = 1, chat: bool = False,
+def residuals_for_texts(lm, texts: list[str], layer: int, *, drop_first: int = SINK_PREFIX, chat: bool = False,
                         drop_sinks: bool = True) -> torch.Tensor:
     """Block-``layer`` residuals ``[N, D]`` (float32) of ``texts``, one forward each, without the first
-    ``drop_first`` positions and (with ``drop_sinks``) sink positions (norm > 10x the median).
+    ``drop_first`` positions of each text and (with ``drop_sinks``) without the norm outliers of the one
+    attention-sink rule (:func:`esr_analysis.steering.residuals.ordinary_positions`).
 
-    With ``chat`` each text is a user prompt rendered by the chat template.
+    With ``chat`` each text is a user prompt rendered by the chat template; else it is tokenized as is,
+    without special tokens (as the harvest tokenizes plain text).
     """
     import torch
 
-    from esr_analysis.chat import format_chat
-    from esr_analysis.sae_training import non_sink_mask
-    from esr_analysis.tracing import forward_with_plan, step0_masks
+    from esr_analysis.models.chat import format_chat
+    from esr_analysis.steering.residuals import ordinary_positions, read_residuals
 
-    out = []
-    for text in texts:
-        ids = format_chat(lm.tokenizer, text)[1] if chat else lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        x = torch.tensor([ids], dtype=torch.long)
-        mask = torch.ones_like(x)
-        _, resid = forward_with_plan(lm, x, mask, plans=[], masks=step0_masks(mask), save_residual_layers=(layer,),
-                                     stop_after_last=True)
-        out.append(resid[layer][0, drop_first:].float())
-    h = torch.cat(out)
-    return h[non_sink_mask(h)] if drop_sinks else h
+    ids = [format_chat(lm.tokenizer, t)[1] if chat else lm.tokenizer(t, add_special_tokens=False)["input_ids"]
+           for t in texts]
+    h = torch.cat([r[drop_first:] for r in read_residuals(lm, ids, layer, batch_size=1)])
+    return h[ordinary_positions(h)] if drop_sinks else h

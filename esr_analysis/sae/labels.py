@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from esr_analysis.files import atomic_write_bytes
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -79,15 +81,17 @@ class LatentLabels:
         return [i for i, e in sorted(self.entries.items()) if t in str(e.get("label", "")).lower()]
 
     def save(self, path: str | Path) -> None:
-        """Write JSONL (gzip-compressed if ``path`` ends in ``.gz``)."""
+        """Write JSONL (gzip-compressed if ``path`` ends in ``.gz``), atomically."""
         path = Path(path)
         data = "".join(json.dumps({"index": i, **{k: v for k, v in e.items() if k != "index"}},
                                   ensure_ascii=False) + "\n" for i, e in sorted(self.entries.items()))
+        raw = data.encode("utf-8")
         if path.suffix == ".gz":
-            with gzip.GzipFile(path, "wb", mtime=0) as f:
-                f.write(data.encode())
-        else:
-            path.write_text(data, encoding="utf-8")
+            buf = io.BytesIO()
+            with gzip.GzipFile(filename=path.name, mode="wb", fileobj=buf, mtime=0) as f:
+                f.write(raw)
+            raw = buf.getvalue()
+        atomic_write_bytes(path, raw)
 
     @classmethod
     def load(cls, path: str | Path) -> LatentLabels:
@@ -220,7 +224,7 @@ def context_text(tokenizer, window_tokens: Sequence[int], pos: int, before: int 
 
 def build_labels(sae, tokenizer, acts, *, k: int = 8, n_contexts: int = 5, source: str = "heldout",
                  fallback=None) -> LatentLabels:
-    """Labels for every latent from an :class:`esr_analysis.sae_training.Activations` set.
+    """Labels for every latent from an :class:`esr_analysis.sae.training.Activations` set.
 
     Latents that never fire on ``acts`` get contexts from ``fallback`` (another Activations set, e.g. a
     sample of training text; marked ``"source": "train"``) when given, else the label ``"(inactive)"``.
@@ -274,10 +278,10 @@ def labels_for(sae_or_source: Any = None) -> LatentLabels:
 
     ``None`` means the default model's shipped SAE. Results are cached per resolved path.
     """
-    from esr_analysis.sae_loading import shipped_sae_dir
+    from esr_analysis.sae.loading import shipped_sae_dir
 
     if sae_or_source is None:
-        from esr_analysis.models import DEFAULT_MODEL, get_spec
+        from esr_analysis.models.registry import DEFAULT_MODEL, get_spec
 
         sae_or_source = get_spec(DEFAULT_MODEL).sae_source
     src = getattr(sae_or_source, "esr_source", sae_or_source)

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from esr_analysis.paths import DATA_DIR
+from esr_analysis.paths import DATA_DIR, hub_offline
 
 SHIPPED_DIR = DATA_DIR / "saes"
 SHIPPED_PREFIX = "shipped:"
@@ -57,13 +57,10 @@ def shipped_sae_dir(name: str) -> Path:
                      + f"; shipped: {names or 'none'}")
 
 
-def _hub_offline_flag() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the Hugging Face Hub answers one HEAD request within ``timeout`` (``False`` if HF_HUB_OFFLINE)."""
-    if _hub_offline_flag():
+    """Whether the Hugging Face Hub answers one HEAD request within ``timeout`` (``False`` when
+    :func:`esr_analysis.paths.hub_offline`)."""
+    if hub_offline():
         return False
     import requests
 
@@ -199,7 +196,7 @@ def check_sae_for_model(sae: Any, d_model: int, n_layers: int, *, layer: int | N
     ``strict_layer`` (reading/ablating latents off their layer is usually a mistake, steering with a decoder
     direction at another layer is what the paper does for Llama-3.3-70B). Returns the hook layer.
     """
-    from esr_analysis.saes import check_sae_fits_model
+    from esr_analysis.sae.sliced import check_sae_fits_model
 
     check_sae_fits_model(sae, d_model)
     hook = sae_hook_layer(sae)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from esr_analysis.tracing import SliceParams
+    from esr_analysis.tracing.plans import SliceParams
 
 SLICEABLE_ARCHITECTURES = ("standard", "jumprelu")
 
@@ -120,7 +120,7 @@ class SlicedSAE:
 
     def params(self, dtype: torch.dtype | None = None, device: Any = None) -> SliceParams:
         """Plain tensors for :mod:`esr_analysis.tracing` (cast to the model's dtype/device)."""
-        from esr_analysis.tracing import SliceParams
+        from esr_analysis.tracing.plans import SliceParams
 
         def cv(t):
             return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
@@ -130,7 +130,7 @@ class SlicedSAE:
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Activations ``[..., k]`` of the sliced latents for residuals ``x [..., d_in]``."""
-        from esr_analysis.tracing import encode_slice
+        from esr_analysis.tracing.plans import encode_slice
 
         return encode_slice(x.to(self.W_enc.dtype), self.params())
 
@@ -146,8 +146,3 @@ class SlicedSAE:
         """Bytes of tensor data (what a remote request carries)."""
         ts = [self.W_enc, self.b_enc, self.W_dec, self.b_dec] + ([self.threshold] if self.threshold is not None else [])
         return sum(t.numel() * t.element_size() for t in ts)
-
-
-def as_sliced(sae: Any, latents: Sequence[int]) -> SlicedSAE:
-    """Slice ``sae`` (sae-lens SAE or :class:`SlicedSAE`) to ``latents``."""
-    return SlicedSAE.from_sae(sae, latents)

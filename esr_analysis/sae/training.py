@@ -6,10 +6,11 @@ the result; the optimisation itself is sae-lens's.
 
 Definitions (used by the quality report)
 ----------------------------------------
-* **Sink positions**: tokens whose residual norm exceeds ``sink_factor`` (10) times the median norm of the
-  set (attention-sink-like positions: the first token of every sequence, which the harvest already drops,
-  and rare later tokens such as the one after a special token). They are excluded from training and from
-  FVE/L0, and left unreplaced in the CE measurement.
+* **Sink positions**: the toolkit's one attention-sink rule,
+  :func:`esr_analysis.steering.residuals.ordinary_positions`: the first position of every window (the
+  harvest already drops it) and any position whose residual norm exceeds 10 times the median norm of the
+  set (rare; e.g. the token after a special token). Sinks are excluded from training and from FVE/L0, and
+  left unreplaced in the CE measurement.
 * **FVE** (fraction of variance explained) ``= 1 - Σ‖x - x̂‖² / Σ‖x - x̄‖²`` over tokens, ``x̄`` the mean.
 * **L0**: mean number of latents with a non-zero activation per token.
 * **Dead latent**: a latent that is zero on every token of the measured set.
@@ -26,10 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from esr_analysis.steering.residuals import SINK_NORM_FACTOR, SINK_PREFIX
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-SINK_FACTOR = 10.0
 
 
 @dataclass
@@ -74,12 +75,6 @@ def load_shards(directory: str | Path, max_tokens: int | None = None) -> Activat
     if max_tokens is not None and len(out) > max_tokens:
         out = Activations(out.acts[:max_tokens], out.tokens, out.window[:max_tokens], out.pos[:max_tokens])
     return out
-
-
-def non_sink_mask(acts: torch.Tensor, factor: float = SINK_FACTOR) -> torch.Tensor:
-    """``True`` for tokens whose norm is at most ``factor`` × the median norm (see module docstring)."""
-    norms = acts.float().norm(dim=-1)
-    return norms <= factor * norms.median()
 
 
 def activation_batches(acts: torch.Tensor, batch_size: int, *, seed: int = 0,
@@ -218,8 +213,8 @@ def reconstruction_stats(sae, acts: torch.Tensor, *, chunk: int = 4096) -> dict[
             "n_tokens": n, "fire_counts": fires}
 
 
-def ce_loss_recovered(lm, sae, layer: int, tokens: torch.Tensor, *, drop_first: int = 1, batch_size: int = 4,
-                      sink_factor: float = SINK_FACTOR) -> dict[str, float]:
+def ce_loss_recovered(lm, sae, layer: int, tokens: torch.Tensor, *, drop_first: int = SINK_PREFIX,
+                      batch_size: int = 4, sink_factor: float = SINK_NORM_FACTOR) -> dict[str, float]:
     """CE loss recovered by ``sae`` at block ``layer`` on token windows ``tokens [W, T]`` (see module doc).
 
     The first ``drop_first`` positions and sink positions keep their original residual in all three runs.
@@ -228,7 +223,8 @@ def ce_loss_recovered(lm, sae, layer: int, tokens: torch.Tensor, *, drop_first: 
     import torch
     import torch.nn.functional as F
 
-    from esr_analysis.tracing import forward_with_plan, forward_with_residual_replaced, step0_masks
+    from esr_analysis.steering.residuals import ordinary_positions, residual_batch
+    from esr_analysis.tracing.run import forward_with_residual_replaced
 
     totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
     n = 0
@@ -236,15 +232,9 @@ def ce_loss_recovered(lm, sae, layer: int, tokens: torch.Tensor, *, drop_first: 
     for i in range(0, tokens.shape[0], batch_size):
         ids = tokens[i:i + batch_size].long()
         mask = torch.ones_like(ids)
-        _, resid = forward_with_plan(lm, ids, mask, plans=[], masks=step0_masks(mask),
-                                     save_residual_layers=(layer,), stop_after_last=True)
-        h = resid[layer].float()
-        keep = torch.zeros(h.shape[:2], dtype=torch.bool)
-        keep[:, drop_first:] = True
-        norms = h.norm(dim=-1)
-        sink = norms > sink_factor * norms[:, drop_first:].median()
-        keep &= ~sink
-        n_sink += int((sink[:, drop_first:]).sum())
+        h = residual_batch(lm, ids, mask, layer)
+        keep = ordinary_positions(h, mask, prefix=drop_first, factor=sink_factor)
+        n_sink += int((~keep[:, drop_first:]).sum())
         with torch.no_grad():
             recon = sae.decode(sae.encode(h))
         variants = {"clean": None, "sae": torch.where(keep[..., None], recon, h),

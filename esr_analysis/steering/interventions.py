@@ -7,7 +7,8 @@ Let ``h`` be the output of decoder block ``layer`` (the residual stream after th
 * :class:`AddLatent` adds ``v * d_i`` where ``d_i`` is row ``i`` of the SAE decoder ``W_dec`` (raw, not
   normalised) and ``v`` is the strength in **SAE latent units** (the paper's unit). With
   ``unit="relative"`` the given strength ``r`` is converted so that ``||v * d_i|| = r * m`` where ``m`` is the
-  median residual norm at that layer over ordinary (non-sink) positions; both values are recorded.
+  median residual norm at that layer over ordinary (non-sink) positions
+  (:func:`esr_analysis.steering.residuals.median_residual_norm`); both values are recorded.
 * :class:`AddVector` adds ``strength * vector`` (any direction, e.g. a mean difference).
 * :class:`AblateLatents` removes the chosen latents' contribution while keeping the SAE error term:
   ``h' = h - sum_i f_i(h) * d_i``, which equals "encode, clamp the latents to zero, decode, add the error".
@@ -150,13 +151,3 @@ class ResolvedIntervention(BaseModel):
     delta_norm: float | None = None
     median_residual_norm: float | None = None
     sae: str | None = None
-
-
-def steer(latent: int, strength: float, layer: int, *, scope: Scope = "all", unit: Unit = "sae") -> AddLatent:
-    """Shorthand for :class:`AddLatent`."""
-    return AddLatent(latent=latent, strength=strength, layer=layer, scope=scope, unit=unit)
-
-
-def ablate(latents: list[int] | tuple[int, ...], layer: int, *, scope: Scope = "all") -> AblateLatents:
-    """Shorthand for :class:`AblateLatents`."""
-    return AblateLatents(latents=tuple(latents), layer=layer, scope=scope)

@@ -1,6 +1,6 @@
 """Results store: pydantic run/trial records, resumable append-only run directories, loaders.
 
-* :mod:`.models`: :class:`RunConfig`, :class:`Trial`, :class:`RunManifest` (plain data; no judge/nnsight import).
+* :mod:`.schema`: :class:`RunConfig`, :class:`Trial`, :class:`RunManifest` (plain data; no judge/nnsight import).
 * :mod:`.run`: :func:`open_run` / :class:`RunWriter` (atomic manifest, one fsync'd line per trial, resume).
 * :mod:`.read`: :func:`read_trials`, :func:`load_run` (DataFrame), corrupt/foreign lines reported by file:line.
 * :mod:`.authors`: :func:`read_authors_results` / :func:`load_authors_results` for the authors' result JSON.
@@ -9,16 +9,6 @@
 from __future__ import annotations
 
 from .authors import load_authors_results, read_authors_results
-from .models import (
-    KEY_FIELDS,
-    Layers,
-    RunConfig,
-    RunManifest,
-    Trial,
-    intervention_key,
-    trial_from_generation,
-    trial_key,
-)
 from .read import (
     MANIFEST_NAME,
     TRIALS_NAME,
@@ -35,9 +25,18 @@ from .run import (
     RunConflictError,
     RunLockedError,
     RunWriter,
-    atomic_write_text,
     open_run,
     write_manifest,
+)
+from .schema import (
+    KEY_FIELDS,
+    Layers,
+    RunConfig,
+    RunManifest,
+    Trial,
+    intervention_key,
+    trial_from_generation,
+    trial_key,
 )
 
 __all__ = [
@@ -55,7 +54,6 @@ __all__ = [
     "RunManifest",
     "RunWriter",
     "Trial",
-    "atomic_write_text",
     "intervention_key",
     "load_authors_results",
     "load_run",

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .models import Trial
 from .read import (
     LoadProblem,
     LoadReport,
@@ -41,6 +40,7 @@ from .read import (
     _validation_message,
     trials_to_frame,
 )
+from .schema import Trial
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,7 +171,7 @@ def read_authors_results(path: str | Path, *, strict: bool = True) -> tuple[list
 def load_authors_results(paths: str | Path | Iterable[str | Path], *, strict: bool = True) -> pd.DataFrame:
     """One or more authors' result files as one DataFrame (the columns of
     :func:`~esr_analysis.store.trials_to_frame` plus ``model_name`` and ``source_file``), ready for
-    :func:`esr_analysis.metrics.summarize` (group pooled files with ``by="model_name"``: latent indices are
+    :func:`esr_analysis.metrics.summary.summarize` (group pooled files with ``by="model_name"``: latent indices are
     only comparable within one model's SAE).  ``df.attrs["load_reports"]`` holds one :class:`LoadReport`
     per file, with the file's header (config etc.)."""
     path_list = [paths] if isinstance(paths, str | Path) else list(paths)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .models import RunManifest, Trial
+from .schema import RunManifest, Trial
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -264,7 +264,7 @@ def trials_to_frame(trials: Iterable[Trial]) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from ..metrics import scored_attempts  # the metrics' own reading of a grade
+    from ..metrics.definitions import scored_attempts  # the metrics' own reading of a grade
 
     df = pd.DataFrame([_trial_row(t, scored_attempts) for t in trials], columns=list(FRAME_COLUMNS))
     for col in ("latent", "seed", "n_attempts", "n_interventions", "n_output_tokens"):

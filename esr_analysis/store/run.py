@@ -28,8 +28,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .models import RunManifest, Trial, utcnow
+from ..files import acquire_lock, atomic_write_text, fsync_dir, release_lock
 from .read import MANIFEST_NAME, TRIALS_NAME, LoadReport, RunFormatError, parse_trial_lines, read_manifest
+from .schema import RunManifest, Trial, utcnow
 
 __all__ = [
     "LOCK_NAME",
@@ -37,7 +38,6 @@ __all__ = [
     "RunConflictError",
     "RunLockedError",
     "RunWriter",
-    "atomic_write_text",
     "open_run",
     "write_manifest",
 ]
@@ -57,33 +57,6 @@ class DuplicateTrialError(ValueError):
     """A trial with this ``trial_id`` is already recorded in the run."""
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported on every platform / filesystem
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically: write a temp file in the same directory, flush, fsync,
-    ``os.replace`` it over ``path``, fsync the directory.  On failure the old file is untouched."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
 def write_manifest(directory: str | Path, manifest: RunManifest) -> Path:
     """Atomically write ``manifest.json`` into ``directory``."""
     path = Path(directory) / MANIFEST_NAME
@@ -98,25 +71,18 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _lock(directory: Path) -> int | None:
+def _lock(directory: Path) -> int:
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: no locking
-        return None
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return acquire_lock(directory / LOCK_NAME, blocking=False)
     except BlockingIOError:
-        os.close(fd)
         raise RunLockedError(
             f"{directory} is open in another writer (process or object); close it first"
         ) from None
-    return fd
 
 
 def _unlock(fd: int | None) -> None:
     if fd is not None:
-        os.close(fd)  # closing the descriptor releases the flock
+        release_lock(fd)
 
 
 def _repair_tail(path: Path) -> tuple[bytes, int]:
@@ -304,7 +270,7 @@ def _open_locked(
         with contextlib.suppress(FileNotFoundError):
             tpath.unlink()  # old trials go before the new manifest appears
         tpath.touch()
-        _fsync_dir(d)
+        fsync_dir(d)
         entry = {"event": "created", "at": now.isoformat()}
         manifest = manifest.model_copy(
             update={"started_at": manifest.started_at or now, "ended_at": None, "history": [*manifest.history, entry]}

@@ -1,86 +1,31 @@
-"""The only door to nnsight: every trace, generate and remote call of the toolkit goes through here.
+"""Traces that apply layer plans: one batched generate, teacher-forced forwards, residual replacement, scans.
 
-The functions take plain tensors and small dataclasses (:class:`LayerPlan`) so the code inside each
-trace is serialisable the way NDIF needs it (``remote=True``), and is tested with ``remote="local"``.
+The functions take plain tensors and :class:`~esr_analysis.tracing.plans.LayerPlan` objects, so the code
+inside each trace is serialisable the way NDIF needs it (``remote=True``); it is tested with
+``remote="local"``, which serialises the trace exactly as for NDIF.
 
 Conventions inside a trace: the output of decoder block ``L`` is ``model.model.layers[L].output``; on
 transformers 5 it is a ``[B, T, D]`` tensor, on older versions a tuple whose first item is that tensor
-(both are handled). Batches are left-padded, so the last position of every row is a real token.
+(both are handled). Batches are left-padded (:func:`~esr_analysis.tracing.plans.left_pad`).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from esr_analysis.tracing.core import import_nnsight, register_package_for_remote
+from esr_analysis.tracing.plans import LayerPlan, edit_delta, encode_slice, step0_masks
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-STEP0_SCOPES = ("all", "prompt", "generated")
 
-
-def import_nnsight():
-    """Import nnsight safely and return it.
-
-    nnsight mounts a ``.save`` attribute on every Python object at import. anyio (used by httpx and the
-    judge SDKs) builds classes that reject unannotated attributes when its socket ABCs are first
-    imported, so those must be imported *before* nnsight, or any later import of them fails.
-    """
-    try:
-        import anyio.abc  # noqa: F401
-        from anyio.abc import SocketAttribute  # noqa: F401  (forces anyio's lazy socket module)
-    except ImportError:  # pragma: no cover - anyio absent
-        pass
-    import nnsight
-
-    return nnsight
-
-
-@dataclass
-class SliceParams:
-    """Plain tensors of a sliced SAE encoder/decoder for ``k`` latents (see :class:`saes.SlicedSAE`)."""
-
-    W_enc: torch.Tensor  # [D, k]
-    b_enc: torch.Tensor  # [k]
-    W_dec: torch.Tensor  # [k, D]
-    b_dec: torch.Tensor  # [D]
-    threshold: torch.Tensor | None  # [k] for JumpReLU, else None
-    apply_b_dec_to_input: bool
-
-
-@dataclass
-class LayerPlan:
-    """Everything done at the output of one decoder block, in this order: ablate, add, read.
-
-    ``adds`` maps a scope to a ``[B, D]`` addend (already ``strength * direction``, summed per row).
-    ``ablations`` holds ``(scope, params, row_mask[B, k])``: latents with mask 1 are removed in that row.
-    ``read`` is the sliced SAE whose activations are captured after the edits, if any.
-    """
-
-    layer: int
-    adds: dict[str, torch.Tensor] = field(default_factory=dict)
-    ablations: list[tuple[str, SliceParams, torch.Tensor]] = field(default_factory=list)
-    read: SliceParams | None = None
-
-
-def encode_slice(h: torch.Tensor, p: SliceParams) -> torch.Tensor:
-    """Activations ``f(h)`` of the sliced latents: ReLU, or JumpReLU when ``p.threshold`` is set."""
-    import torch
-
-    x = h - p.b_dec if p.apply_b_dec_to_input else h
-    pre = x @ p.W_enc + p.b_enc
-    acts = torch.relu(pre)
-    if p.threshold is not None:
-        acts = acts * (pre > p.threshold).to(pre.dtype)
-    return acts
-
-
-def _apply_plan(module, lp: LayerPlan, masks: dict[str, Any]):
+def _apply_plan(module: Any, lp: LayerPlan, masks: dict[str, Any]) -> Any:
     """Inside a trace: apply ``lp``'s edits to ``module``'s output and return the (edited) hidden state."""
     out = module.output
     hidden = out[0] if isinstance(out, tuple) else out
-    delta = _edit_delta(hidden, lp, masks)
+    delta = edit_delta(hidden, lp, masks)
     if delta is None:
         return hidden
     hidden = hidden + delta.to(hidden.dtype)
@@ -89,56 +34,6 @@ def _apply_plan(module, lp: LayerPlan, masks: dict[str, Any]):
     else:
         module.output = hidden
     return hidden
-
-
-def _edit_delta(h, lp: LayerPlan, masks: dict[str, Any]):
-    """The total change at one layer given the per-scope position masks (``None`` = scope inactive)."""
-    delta = None
-    for scope, params, row_mask in lp.ablations:
-        m = masks[scope]
-        if m is None:
-            continue
-        f = encode_slice(h, params) * row_mask[:, None, :]
-        d = -(f @ params.W_dec) * m
-        delta = d if delta is None else delta + d
-    for scope, addend in lp.adds.items():
-        m = masks[scope]
-        if m is None:
-            continue
-        d = addend[:, None, :] * m
-        delta = d if delta is None else delta + d
-    return delta
-
-
-def wrap_model(hf_model, tokenizer):
-    """Wrap a loaded HF causal LM as an nnsight ``TransformersModel`` (eval mode, gradients off)."""
-    TransformersModel = import_nnsight().TransformersModel
-
-    hf_model.eval()
-    hf_model.requires_grad_(False)
-    return TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
-
-
-def hf_module(lm):
-    """The underlying HF ``PreTrainedModel`` of a wrapped model (for dtype, config, plain-HF comparisons)."""
-    return lm._module
-
-
-def meta_model(repo_id: str, config, tokenizer):
-    """A weightless (meta-device) model for ``repo_id`` built from a local config: shapes and remote keys."""
-    TransformersModel = import_nnsight().TransformersModel
-
-    return TransformersModel(repo_id, config=config, tokenizer=tokenizer, task="text-generation")
-
-
-def step0_masks(attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Position masks ``[B, T, 1]`` of each scope for the prefill step of a left-padded batch."""
-    import torch
-
-    real = attention_mask.to(torch.float32)[:, :, None]
-    last = torch.zeros_like(real)
-    last[:, -1] = 1.0
-    return {"all": real, "prompt": real, "generated": last}
 
 
 def generate_with_plan(
@@ -274,20 +169,3 @@ def scan_shapes(lm, text: str, layer: int) -> tuple[int, ...]:
         hidden = out[0] if isinstance(out, tuple) else out
         shape = nnsight.save(tuple(hidden.shape))
     return tuple(shape)
-
-
-_REGISTERED = False
-
-
-def register_package_for_remote() -> None:
-    """Ship ``esr_analysis`` by value with remote requests (NDIF cannot import it otherwise). Idempotent."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    import esr_analysis
-
-    nnsight = import_nnsight()
-    register = getattr(nnsight, "register", None)
-    if register is not None:
-        register(esr_analysis)
-    _REGISTERED = True

@@ -1,0 +1,56 @@
+"""The only door to nnsight: every trace, generate and remote call of the toolkit goes through here.
+
+* :mod:`.core`: importing nnsight safely, wrapping HF models, meta-device models, registering the package
+  for remote (NDIF) execution.
+* :mod:`.plans`: what a trace does at a layer, as plain tensors (sliced-SAE parameters, layer plans,
+  scope masks, left padding); the edit maths is plain torch.
+* :mod:`.run`: the traces themselves (batched generate, teacher-forced forward, residual replacement,
+  shape scans).
+
+Nothing outside this subpackage imports nnsight (a test checks it), and nothing here imports it at module
+import time.
+"""
+
+from __future__ import annotations
+
+from esr_analysis.tracing.core import (
+    hf_module,
+    import_nnsight,
+    meta_model,
+    register_package_for_remote,
+    wrap_model,
+)
+from esr_analysis.tracing.plans import (
+    STEP0_SCOPES,
+    LayerPlan,
+    SliceParams,
+    edit_delta,
+    encode_slice,
+    left_pad,
+    step0_masks,
+)
+from esr_analysis.tracing.run import (
+    forward_with_plan,
+    forward_with_residual_replaced,
+    generate_with_plan,
+    scan_shapes,
+)
+
+__all__ = [
+    "STEP0_SCOPES",
+    "LayerPlan",
+    "SliceParams",
+    "edit_delta",
+    "encode_slice",
+    "forward_with_plan",
+    "forward_with_residual_replaced",
+    "generate_with_plan",
+    "hf_module",
+    "import_nnsight",
+    "left_pad",
+    "meta_model",
+    "register_package_for_remote",
+    "scan_shapes",
+    "step0_masks",
+    "wrap_model",
+]
