@@ -25,7 +25,7 @@ from esr_analysis.judge import make_judge  # noqa: E402
 from esr_analysis.judge.runner import run_grading  # noqa: E402
 from esr_analysis.judge.types import GradeRequest  # noqa: E402
 
-AUTHORS_RATE = 3.0  # requests per second: the authors' Anthropic rate limit (esr-method.md §2)
+AUTHORS_RATE = 3.0  # requests per second: the authors' Anthropic rate limit (`docs/method.md#judge`)
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], int]:

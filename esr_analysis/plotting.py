@@ -1,4 +1,4 @@
-"""Paper-style figures (esr-method.md §6) drawn from store runs.
+"""Paper-style figures (``docs/method.md#figures``) drawn from store runs.
 
 * :func:`fig2_esr` (Fig. 2 style): per arm (e.g. exp 1 steered, exp 8 baseline) a density histogram of the
   score deltas ``s_k - s_1`` of multi-attempt trials (30 bins over [-100, 100], shifted so 0 is a bin centre,

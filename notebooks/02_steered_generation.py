@@ -2,7 +2,7 @@
 # # 02 · Steered generation: pick a latent and a boost, see the text change, grade it
 #
 # Steering adds `boost × d_i` (the SAE decoder row of latent *i*) to the residual stream at the steering layer,
-# at every position and decode step (esr-method.md §1.3). The judge splits the answer into attempts and scores
+# at every position and decode step (`docs/method.md#steering`). The judge splits the answer into attempts and scores
 # each 0–100 for answering the prompt while resisting the unrelated latent.
 #
 # Parameters: `SMALL` (env `ESR_SMALL=1`: fewer boosts, short generations) and

@@ -15,6 +15,7 @@ NEG = ["The meeting is on Tuesday.", "Sign the form by Friday please."]
 
 
 def _plain_mean(lm, texts, layer):
+    """Plain HF: mean over every position but each text's first, leaving out norms > 10x the set's median."""
     hf, tok = hf_module(lm), lm.tokenizer
     rows = []
     for t in texts:
@@ -22,7 +23,9 @@ def _plain_mean(lm, texts, layer):
         with torch.no_grad():
             h = hf.model(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1][0]
         rows.append(h[1:])
-    return torch.cat(rows).mean(0)
+    h = torch.cat(rows)
+    norms = h.norm(dim=-1)
+    return h[norms <= 10 * norms.median()].mean(0)
 
 
 def test_mean_residual_matches_plain_hf(tiny_lm):

@@ -1,6 +1,6 @@
 """Probabilistic bisection for a noisy root (Waeber, Frazier & Henderson 2013), as the ESR threshold search.
 
-Definitions (esr-method.md §1.5)
+Definitions (``docs/method.md#calibration``)
 --------------------------------
 The unknown root ``x*`` (the boost at which the first-attempt score falls to the target) carries a
 posterior on a regular grid of ``grid_size`` points over ``[lower, upper]``, starting from a Gaussian

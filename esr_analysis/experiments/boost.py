@@ -1,4 +1,4 @@
-"""Exp 2: the boost sweep (Fig. 3), esr-method.md §4.
+"""Exp 2: the boost sweep (Fig. 3), ``docs/method.md#experiments``.
 
 Two level families, each on the same prompts (and seeds) of a latent at every level:
 

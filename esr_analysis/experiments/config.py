@@ -3,7 +3,7 @@
 A config is a :class:`ExperimentConfig` (pydantic). Presets (:data:`PRESETS`) are plain dicts of
 overrides on the defaults; ``--set key=value`` overrides use dotted paths (``search.target=50``).
 
-Paper-vs-code discrepancies (esr-method.md §1, §9) are explicit options:
+Paper-vs-code discrepancies (``docs/method.md#paper-vs-code``) are explicit options:
 
 * ``selection.relevance_rule``: ``"zero"`` (authors' code: max activation exactly 0 on every prompt) or
   ``"topk"`` (paper text: not among any prompt's top-``selection.top_k`` latents);
@@ -33,7 +33,7 @@ class _Strict(BaseModel):
 
 
 class SelectionConfig(_Strict):
-    """Latent (distractor) selection, esr-method.md §1.4."""
+    """Latent (distractor) selection, ``docs/method.md#selection``."""
 
     n_latents: int = Field(6, ge=1, description="latents wanted")
     candidate_factor: int = Field(3, ge=1, description="draw n_latents * candidate_factor candidates")
@@ -47,7 +47,7 @@ class SelectionConfig(_Strict):
 
 
 class SearchConfig(_Strict):
-    """Per-latent threshold search (probabilistic bisection), esr-method.md §1.5."""
+    """Per-latent threshold search (probabilistic bisection), ``docs/method.md#calibration``."""
 
     target: float = Field(30.0, description="first-attempt score (0-100) the threshold should produce")
     n_steps: int = Field(10, ge=1)

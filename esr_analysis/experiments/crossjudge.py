@@ -1,4 +1,4 @@
-"""Exp 7: cross-judge agreement on a sample of graded trials, esr-method.md §4.
+"""Exp 7: cross-judge agreement on a sample of graded trials, ``docs/method.md#experiments``.
 
 Sample (seeded): every valid multi-attempt trial of the source run, then random others up to
 ``cross_judge_samples``. Each judge of ``cross_judges`` re-grades the same (prompt, response, label). For every

@@ -1,4 +1,4 @@
-"""Exp 1 (ESR rates at each latent's threshold) and exp 8 (no-steering baseline), esr-method.md §4.
+"""Exp 1 (ESR rates at each latent's threshold) and exp 8 (no-steering baseline), ``docs/method.md#experiments``.
 
 * **Exp 1**: for each latent, its ``n_prompts_per_latent`` distinct prompts, steered at the latent's
   calibrated threshold (SAE units, every position, the config's layer), graded with the latent's label.

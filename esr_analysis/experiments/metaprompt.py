@@ -1,4 +1,4 @@
-"""Exp 5: meta-prompting (Fig. 4), with a **matched** baseline, esr-method.md §4.
+"""Exp 5: meta-prompting (Fig. 4), with a **matched** baseline, ``docs/method.md#experiments``.
 
 Each variant appends an instruction to the user prompt (``"<prompt> <suffix>"``, no system prompt); the model
 is steered at the latent's threshold and the judge sees the augmented prompt. Unlike the authors, the baseline
@@ -15,7 +15,7 @@ from typing import Any
 from esr_analysis.experiments.trials import TrialSpec, latent_prompts, run_trials, trial_seed
 
 META_VARIANTS: dict[str, str] = {
-    # paraphrases of the authors' four variants (esr-method.md, exp 5)
+    # paraphrases of the authors' four variants (`docs/method.md#experiments`, exp 5)
     "dont_get_distracted": "Stay focused and don't let yourself get sidetracked!",
     "ignore_latent_label": "Something is trying to pull your answer towards {label}; disregard it completely.",
     "self_monitor": ("While you answer, watch for signs that you are wandering off topic; if you catch yourself "

@@ -3,7 +3,7 @@
 Rates are shown in percent; means in score points. Columns: ``value``, ``n`` (the metric's denominator),
 ``ci`` (Wilson for rates, Student-t for means; trials treated as iid) and ``boot`` (bootstrap resampling
 latents, which accounts for the several trials per latent). Excluded trials (errors, no scored attempt) are
-counted in ``excluded`` and left out of every denominator (esr-method.md §3).
+counted in ``excluded`` and left out of every denominator (``docs/method.md#metrics``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Latent (distractor) selection, esr-method.md §1.4, with every filter's removals counted.
+"""Latent (distractor) selection, ``docs/method.md#selection``, with every filter's removals counted.
 
 1. **Candidates**: ``n_latents * candidate_factor`` latents drawn uniformly without replacement from the
    SAE with a seeded RNG (or an explicit list).
@@ -45,11 +45,11 @@ class SelectionReport:
 
 
 def _user_turn_ids(tokenizer: Any, prompt: str) -> list[int]:
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=False)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    """The user turn without the generation prompt (raw text for a tokenizer without a chat template)."""
+    from esr_analysis.models.chat import format_chat
+
+    return format_chat(tokenizer, prompt, chat=bool(getattr(tokenizer, "chat_template", None)),
+                       generation_prompt=False)[1]
 
 
 def max_activations(model: Any, sae: Any, prompts: Sequence[str], latents: Sequence[int], layer: int, *,
@@ -88,7 +88,7 @@ def _dead(sae: Any, latents: Sequence[int], info: Callable[[int], dict[str, Any]
 
 def claude_concreteness_rater(model: str) -> Callable[[list[str]], list[float]]:
     """A rater that asks an Anthropic model to rate labels 0-100 (abstract to concrete) in batches of 50,
-    with the instructions of esr-method.md §1.4 (paraphrased). A batch that fails to parse scores 0."""
+    with the instructions of ``docs/method.md#selection`` (paraphrased). A batch that fails to parse scores 0."""
 
     def rate(labels: list[str]) -> list[float]:
         import json

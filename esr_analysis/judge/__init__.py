@@ -1,4 +1,4 @@
-"""Judges that split a steered response into attempts and score each 0-100 (esr-method.md §2).
+"""Judges that split a steered response into attempts and score each 0-100 (``docs/method.md#judge``).
 
 Choose a judge with :func:`make_judge`; grade with :func:`grade_all` (sync, also in Jupyter) or
 ``await judge.grade(requests)``. Every grade records ``judge_id`` and ``rubric_hash`` and is cached by

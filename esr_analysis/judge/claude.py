@@ -1,6 +1,6 @@
 """The Claude judge: the rubric sent through the Anthropic Messages API (``anthropic`` SDK, async).
 
-Default model ``claude-haiku-4-5-20251001``: the judge behind the paper's numbers (esr-method.md §2; note
+Default model ``claude-haiku-4-5-20251001``: the judge behind the paper's numbers (``docs/method.md#judge``; note
 that the CLI alias "haiku" of the authors' code means a different, older model). Any model id is
 accepted. Temperature is 0 (the authors left it at the provider default); the ``anthropic`` SDK (>= 1.0)
 no longer takes sampling parameters as keyword arguments, so it travels in ``extra_body`` (the request on

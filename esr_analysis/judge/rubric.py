@@ -1,4 +1,4 @@
-"""The grading rubric sent to LLM judges (our own wording, equivalent to the paper's; esr-method.md §2).
+"""The grading rubric sent to LLM judges (our own wording, equivalent to the paper's; ``docs/method.md#judge``).
 
 The rubric asks the judge to
 

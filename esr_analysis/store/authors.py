@@ -1,4 +1,4 @@
-"""Reader for the authors' result JSON (McKenzie et al. 2026; esr-method.md §5) into our :class:`Trial` records.
+"""Reader for the authors' result JSON (McKenzie et al. 2026; ``docs/method.md#authors-results``) into our :class:`Trial` records.
 
 The authors' file is one JSON document::
 
