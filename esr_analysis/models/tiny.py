@@ -120,6 +120,25 @@ def tiny_hf_model(arch: TinyArch = "llama", seed: int = 0, n_layers: int = TINY_
     return model
 
 
+def tiny_multimodal_gemma3(seed: int = 0, n_layers: int = TINY_LAYERS):
+    """A random-init ``Gemma3ForConditionalGeneration`` (fp32, eval, gradients off) with a tiny vision tower.
+
+    Its text model (the :func:`tiny_config` Gemma 3 text config) sits at ``model.language_model``, as in the
+    real multimodal Gemma 3 checkpoints; for tests of code that must find the text model under a wrapper.
+    """
+    import torch
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig
+
+    torch.manual_seed(seed)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=28, patch_size=14)
+    cfg = Gemma3Config(text_config=tiny_config("gemma3", n_layers=n_layers).to_dict(),
+                       vision_config=vision.to_dict(), mm_tokens_per_image=4)
+    model = Gemma3ForConditionalGeneration(cfg).to(torch.float32)
+    model.eval().requires_grad_(False)
+    return model
+
+
 def load_tiny(arch: str = "llama", *, seed: int = 0, n_layers: int = 2) -> Any:
     """A tiny random-init model (:func:`tiny_hf_model`), wrapped for nnsight, with an ad-hoc spec.
 

@@ -4,6 +4,9 @@
   for remote (NDIF) execution.
 * :mod:`.plans`: what a trace does at a layer, as plain tensors (sliced-SAE parameters, layer plans,
   scope masks, left padding); the edit maths is plain torch.
+* :mod:`.sites`: the one map from a model to its components (decoder layers, block/attention/MLP outputs,
+  per-head ``o_proj`` inputs, final norm, unembedding) for Llama, Qwen2, Gemma 2 and Gemma 3, and the helpers
+  that read, write and capture a site inside a trace.
 * :mod:`.run`: the traces themselves (batched generate, teacher-forced forward, residual replacement,
   shape scans).
 
@@ -35,22 +38,44 @@ from esr_analysis.tracing.run import (
     generate_with_plan,
     scan_shapes,
 )
+from esr_analysis.tracing.sites import (
+    SITE_KINDS,
+    ModelSites,
+    Site,
+    decoder_layers,
+    find_sites,
+    head_contributions,
+    read_site,
+    save_site,
+    split_heads,
+    write_site,
+)
 
 __all__ = [
+    "SITE_KINDS",
     "STEP0_SCOPES",
     "LayerPlan",
+    "ModelSites",
+    "Site",
     "SliceParams",
     "edit_delta",
     "encode_slice",
+    "decoder_layers",
+    "find_sites",
     "forward_with_plan",
     "forward_with_residual_replaced",
     "generate_with_plan",
+    "head_contributions",
     "hf_module",
     "import_nnsight",
     "left_pad",
     "meta_model",
+    "read_site",
     "register_package_for_remote",
+    "save_site",
     "scan_shapes",
+    "split_heads",
     "step0_masks",
     "wrap_model",
+    "write_site",
 ]

@@ -4,9 +4,11 @@ The functions take plain tensors and :class:`~esr_analysis.tracing.plans.LayerPl
 inside each trace is serialisable the way NDIF needs it (``remote=True``); it is tested with
 ``remote="local"``, which serialises the trace exactly as for NDIF.
 
-Conventions inside a trace: the output of decoder block ``L`` is ``model.model.layers[L].output``; on
-transformers 5 it is a ``[B, T, D]`` tensor, on older versions a tuple whose first item is that tensor
-(both are handled). Batches are left-padded (:func:`~esr_analysis.tracing.plans.left_pad`).
+Conventions inside a trace: decoder block ``L`` is found through :mod:`esr_analysis.tracing.sites` (paths
+resolved once, outside the trace, by inspecting the module tree), so wrapped models work too; its output is
+read and replaced with :func:`~esr_analysis.tracing.sites.block_hidden` /
+:func:`~esr_analysis.tracing.sites.set_block_hidden` (a tensor on transformers 5, a tuple before). Batches are
+left-padded (:func:`~esr_analysis.tracing.plans.left_pad`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from esr_analysis.tracing.core import import_nnsight, register_package_for_remote
 from esr_analysis.tracing.plans import LayerPlan, edit_delta, encode_slice, step0_masks
+from esr_analysis.tracing.sites import block_hidden, decoder_layers, find_sites, set_block_hidden
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -23,16 +26,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _apply_plan(module: Any, lp: LayerPlan, masks: dict[str, Any]) -> Any:
     """Inside a trace: apply ``lp``'s edits to ``module``'s output and return the (edited) hidden state."""
-    out = module.output
-    hidden = out[0] if isinstance(out, tuple) else out
+    hidden = block_hidden(module)
     delta = edit_delta(hidden, lp, masks)
     if delta is None:
         return hidden
     hidden = hidden + delta.to(hidden.dtype)
-    if isinstance(out, tuple):
-        module.output = (hidden,) + tuple(out[1:])
-    else:
-        module.output = hidden
+    set_block_hidden(module, hidden)
     return hidden
 
 
@@ -61,6 +60,7 @@ def generate_with_plan(
     masks0 = step0_masks(attention_mask)
     one = torch.ones(1, 1, 1)
     masks_n = {"all": one, "prompt": None, "generated": one}
+    sites = find_sites(lm)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     n_steps = max_new_tokens
     with warnings.catch_warnings():
@@ -71,7 +71,7 @@ def generate_with_plan(
         with lm.generate(remote=remote, **kwargs) as tracer:
             with tracer.invoke(inputs):
                 reads = nnsight.save({p.layer: [] for p in plans if p.read is not None})
-                layers = lm.model.layers
+                layers = decoder_layers(lm, sites)
                 for step in tracer.iter[:n_steps]:
                     masks = masks0 if step == 0 else masks_n
                     for lp in plans:
@@ -110,11 +110,12 @@ def forward_with_plan(
         register_package_for_remote()
     plan_by_layer = {p.layer: p for p in plans}
     layers_touched = sorted(set(plan_by_layer) | set(save_residual_layers))
+    sites = find_sites(lm)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     with torch.no_grad(), lm.trace(inputs, remote=remote) as tracer:
         acts = nnsight.save({})
         resid = nnsight.save({})
-        layers = lm.model.layers
+        layers = decoder_layers(lm, sites)
         for layer in layers_touched:
             lp = plan_by_layer.get(layer, LayerPlan(layer=layer))
             hidden = _apply_plan(layers[layer], lp, masks)
@@ -146,17 +147,13 @@ def forward_with_residual_replaced(
     nnsight = import_nnsight()
     if remote:
         register_package_for_remote()
+    sites = find_sites(lm)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     with torch.no_grad(), lm.trace(inputs, remote=remote):
         if residual is not None:
-            module = lm.model.layers[layer]
-            out = module.output
-            hidden = out[0] if isinstance(out, tuple) else out
-            new = residual.to(device=hidden.device, dtype=hidden.dtype)
-            if isinstance(out, tuple):
-                module.output = (new,) + tuple(out[1:])
-            else:
-                module.output = new
+            module = decoder_layers(lm, sites)[layer]
+            hidden = block_hidden(module)
+            set_block_hidden(module, residual.to(device=hidden.device, dtype=hidden.dtype))
         logits = nnsight.save(lm.output.logits.detach().cpu())
     return logits
 
@@ -164,8 +161,8 @@ def forward_with_residual_replaced(
 def scan_shapes(lm, text: str, layer: int) -> tuple[int, ...]:
     """Shape of block ``layer``'s output for ``text`` without running weights (works on meta models)."""
     nnsight = import_nnsight()
+    sites = find_sites(lm)
     with lm.scan(text):
-        out = lm.model.layers[layer].output
-        hidden = out[0] if isinstance(out, tuple) else out
+        hidden = block_hidden(decoder_layers(lm, sites)[layer])
         shape = nnsight.save(tuple(hidden.shape))
     return tuple(shape)
