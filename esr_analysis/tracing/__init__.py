@@ -2,8 +2,10 @@
 
 * :mod:`.core`: importing nnsight safely, wrapping HF models, meta-device models, registering the package
   for remote (NDIF) execution.
-* :mod:`.plans`: what a trace does at a layer, as plain tensors (sliced-SAE parameters, layer plans,
-  scope masks, left padding); the edit maths is plain torch.
+* :mod:`.plans`: what a trace does at a layer (sliced-SAE parameters, layer plans, scope masks, left
+  padding), built on the client.
+* :mod:`.kernels`: the only code that runs inside a trace (edit maths on plain dicts and tensors, plain
+  torch); the only module shipped by value with remote requests.
 * :mod:`.run`: the traces themselves (batched generate, teacher-forced forward, residual replacement,
   shape scans).
 
@@ -17,15 +19,14 @@ from esr_analysis.tracing.core import (
     hf_module,
     import_nnsight,
     meta_model,
-    register_package_for_remote,
+    register_kernels,
     wrap_model,
 )
+from esr_analysis.tracing.kernels import edit_delta, encode_slice
 from esr_analysis.tracing.plans import (
     STEP0_SCOPES,
     LayerPlan,
     SliceParams,
-    edit_delta,
-    encode_slice,
     left_pad,
     step0_masks,
 )
@@ -49,7 +50,7 @@ __all__ = [
     "import_nnsight",
     "left_pad",
     "meta_model",
-    "register_package_for_remote",
+    "register_kernels",
     "scan_shapes",
     "step0_masks",
     "wrap_model",
