@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from esr_analysis.paths import cache_dir
+from esr_analysis.files import file_lock
+from esr_analysis.paths import cache_dir, cache_subdir
 
 SERVER_REQUIREMENTS = (
     "ndif[api,ray]==0.1.2",
@@ -93,6 +94,13 @@ def build_venv(*, quiet: bool = False) -> Path:
     python = find_server_python()
     if python is None:
         raise NdifUnavailable(why_unavailable() or "no Python 3.12 for the NDIF server")
+    with file_lock(cache_subdir("locks") / "ndif-venv.lock"):  # two builds at once would clobber each other
+        if venv_ready():
+            return venv_python()
+        return _build(python, quiet)
+
+
+def _build(python: str, quiet: bool) -> Path:
     target = venv_dir()
     if target.exists():  # a half-built environment: start again
         shutil.rmtree(target)
