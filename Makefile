@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := disabled
 export MPLBACKEND := Agg
 
-.PHONY: install demo test lint bench sae
+.PHONY: install demo test lint bench sae ndif-venv ndif-up ndif-down ndif-status
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,22 @@ install: $(STAMP)
 demo: install
 	$(PY) -m esr_analysis demo
 
-test: install
+# The local NDIF server's own Python 3.12 environment (built once, ~8 min / 5.5 GB; without a Python 3.12 it
+# says so and the ndif tests skip, unless ESR_REQUIRE_NDIF=1). See docs/remote.md.
+NDIF := $(PY) -m esr_analysis.tracing.ndif_local
+ndif-venv: install
+	$(NDIF) venv
+
+ndif-up: ndif-venv
+	$(NDIF) up
+
+ndif-down: install
+	$(NDIF) down
+
+ndif-status: install
+	$(NDIF) status
+
+test: install ndif-venv
 	$(PY) -m pytest -q -rs
 
 lint: install

@@ -59,3 +59,32 @@ def embedded_qwen():
     from esr_analysis.models.registry import DEFAULT_MODEL
 
     return load_model(DEFAULT_MODEL, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def local_ndif(tmp_path_factory):
+    """A real NDIF server (ndif 0.1.2) on loopback serving the tiny Llama and the embedded model, started once
+    for the ``ndif`` tests and stopped after them (a stop that leaves a process or a port fails the run).
+
+    Without a Python 3.12 or redis-server the ``ndif`` tests are skipped with the reason, unless
+    ``ESR_REQUIRE_NDIF=1`` (CI), which makes that a failure and builds the server environment if needed.
+    """
+    from esr_analysis.tracing.ndif_local import LocalNdif, venv_ready, why_unavailable
+    from esr_analysis.tracing.ndif_local.client import point_client_at
+    from esr_analysis.tracing.ndif_local.models import served_models
+
+    required = os.environ.get("ESR_REQUIRE_NDIF", "") == "1"
+    reason = why_unavailable()
+    if reason is None and not venv_ready() and not required:
+        reason = "the NDIF server environment is not built (run `make ndif-venv`)"
+    if reason:
+        if required:
+            pytest.fail(f"ESR_REQUIRE_NDIF=1 but the local NDIF cannot run: {reason}")
+        pytest.skip(f"local NDIF unavailable: {reason}")
+    inst = LocalNdif(tmp_path_factory.mktemp("ndif"), served_models()).start()
+    previous = point_client_at(inst.url)
+    try:
+        yield inst
+    finally:
+        point_client_at(previous)
+        inst.stop()

@@ -206,6 +206,43 @@ def test_remote_local_equals_local(tiny_lm, tiny_sae):
         torch.testing.assert_close(torch.tensor(a.latent_acts), torch.tensor(b.latent_acts))
 
 
+def test_replay_remote_local_equals_local(tiny_lm, tiny_sae):
+    """Replay with steering and ablation through NDIF's serialisation (the plans are built before the trace)."""
+    pairs = [(PROMPTS[0], "Mix flour and water."), (PROMPTS[1], "Use pi r squared.")]
+    kw = dict(capture=LatentCapture(latents=(1, 2, 7), layer=1), sae=tiny_sae, progress=False,
+              interventions=[AddLatent(latent=4, strength=2.0, layer=0), AblateLatents(latents=(5,), layer=1)])
+    local = replay(tiny_lm, pairs, **kw)
+    remote = replay(tiny_lm, pairs, remote="local", **kw)
+    for a, b in zip(local, remote, strict=True):
+        assert a.tokens == b.tokens
+        torch.testing.assert_close(torch.tensor(a.latent_acts), torch.tensor(b.latent_acts))
+    assert any(v > 0 for r in local for row in r.latent_acts for v in row)
+
+
+def test_relative_unit_norm_pass_honours_remote(tiny_lm, tiny_sae, monkeypatch):
+    """The median-norm pass behind ``unit="relative"`` runs where the call runs (never silently locally)."""
+    from esr_analysis.steering import residuals
+    from esr_analysis.tracing import run as tracing_run
+
+    seen = []
+    real = tracing_run.forward_with_plan
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("remote"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracing_run, "forward_with_plan", spy)
+    monkeypatch.setattr(residuals, "_NORM_CACHE", {})
+    iv = [AddLatent(latent=4, strength=0.5, layer=1, unit="relative")]
+    local = generate(tiny_lm, PROMPTS[:1], interventions=iv, sae=tiny_sae, settings=GREEDY, progress=False)
+    residuals._NORM_CACHE.clear()
+    remote = generate(tiny_lm, PROMPTS[:1], interventions=iv, sae=tiny_sae, settings=GREEDY, progress=False,
+                      remote="local")
+    assert seen == [False, "local"]
+    assert local[0].output_ids == remote[0].output_ids
+    assert local[0].interventions == remote[0].interventions
+
+
 def test_seeded_sampling_is_per_row_and_batch_independent(tiny_lm):
     s = SamplingSettings(temperature=1.0, top_p=0.95, max_new_tokens=10, min_new_tokens=10)
     a = generate(tiny_lm, PROMPTS, settings=s, seeds=[11, 12, 13], progress=False)

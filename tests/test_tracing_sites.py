@@ -161,12 +161,12 @@ def test_editing_one_head_changes_exactly_that_head(arch):
 
 
 def test_site_edit_round_trips_through_remote_local_serialisation():
-    from esr_analysis.tracing import register_package_for_remote
+    from esr_analysis.tracing import register_kernels
 
     hf = _hf("llama")
     sites = find_sites(hf)
     lm = wrap_model(hf, tiny_tokenizer())
-    register_package_for_remote()
+    register_kernels()
     new = torch.zeros(*IDS.shape, sites.head_dim)
     edited = _hook_run(hf, sites, 1, pre_edit=lambda x: torch.cat([x[..., :16], new, x[..., 32:]], -1))
     with torch.no_grad(), lm.trace({"input_ids": IDS, "attention_mask": MASK}, remote="local"):

@@ -130,9 +130,9 @@ class SlicedSAE:
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Activations ``[..., k]`` of the sliced latents for residuals ``x [..., d_in]``."""
-        from esr_analysis.tracing.plans import encode_slice
+        from esr_analysis.tracing.kernels import encode_slice
 
-        return encode_slice(x.to(self.W_enc.dtype), self.params())
+        return encode_slice(x.to(self.W_enc.dtype), self.params().as_kernel())
 
     def decoder_row(self, latent: int) -> torch.Tensor:
         """Raw decoder direction ``d_i`` (row of ``W_dec``) of full-SAE latent ``latent``."""

@@ -15,7 +15,7 @@ from typing import Any
 from esr_analysis.models.chat import format_chat
 from esr_analysis.provenance import library_versions
 from esr_analysis.seeds import derive_seed
-from esr_analysis.steering.residuals import median_residual_norm
+from esr_analysis.steering.residuals import median_norm_function
 from esr_analysis.steering.resolve import build_plans, model_facts, normalise_rows, resolve_rows, validate
 from esr_analysis.steering.results import GenerationResult, LatentCapture
 from esr_analysis.steering.sampling import SamplingSettings, make_row_sampler
@@ -93,7 +93,7 @@ def generate(
 
     name = model_facts(model)[0]
     formatted = [format_chat(model.tokenizer, p, chat=chat, llama_extra_header=llama_extra_header) for p in prompts]
-    records, addends, ablations = resolve_rows(model, rows, sae, median_residual_norm)
+    records, addends, ablations = resolve_rows(model, rows, sae, median_norm_function(remote))
     row_seeds = (list(seeds) if seeds is not None
                  else [derive_seed(p, [r.model_dump() for r in recs]) for p, recs in zip(prompts, records, strict=True)])
     eos = _eos_ids(model)

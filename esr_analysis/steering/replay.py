@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from esr_analysis.models.chat import format_chat
-from esr_analysis.steering.residuals import median_residual_norm
+from esr_analysis.steering.residuals import median_norm_function
 from esr_analysis.steering.resolve import build_plans, normalise_rows, resolve_rows, validate
 from esr_analysis.steering.results import LatentCapture, ReplayResult
 
@@ -56,7 +56,7 @@ def replay(
         seqs.append(p_ids + r_ids)
         starts.append(len(p_ids))
         responses.append(response if isinstance(response, str) else tok.decode(r_ids))
-    _, addends, ablations = resolve_rows(model, rows, sae, median_residual_norm)
+    _, addends, ablations = resolve_rows(model, rows, sae, median_norm_function(remote))
     out: list[ReplayResult] = []
     bar = tqdm(total=len(pairs), desc="replay", unit="pair", disable=not progress or len(pairs) <= batch_size)
     for lo in range(0, len(pairs), batch_size):

@@ -23,7 +23,7 @@ Definitions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from esr_analysis.steering.resolve import (
@@ -129,7 +129,7 @@ def read_residuals(model: Any, prompts: Sequence[str] | Sequence[Sequence[int]],
     check_layer(model, layer)
     if not pretokenized:
         seqs = [format_chat(model.tokenizer, p, chat=chat)[1] for p in prompts]  # type: ignore[arg-type]
-    _, addends, ablations = resolve_rows(model, rows, sae, median_residual_norm)
+    _, addends, ablations = resolve_rows(model, rows, sae, median_norm_function(remote))
     step = batch_size or len(seqs)
     out: list[torch.Tensor] = []
     for lo in range(0, len(seqs), step):
@@ -159,15 +159,26 @@ def ordinary_residuals(model: Any, prompts: Sequence[str] | Sequence[Sequence[in
 _NORM_CACHE: dict[tuple[int, int], float] = {}
 
 
+def median_norm_function(remote: bool | str) -> Callable[[Any, int], float]:
+    """``median_norm(model, layer)`` for :func:`esr_analysis.steering.resolve.resolve_rows`: the default
+    :func:`median_residual_norm`, run where ``remote`` says."""
+
+    def median_norm(model: Any, layer: int) -> float:
+        return median_residual_norm(model, layer, remote=remote)
+
+    return median_norm
+
+
 def median_residual_norm(model: Any, layer: int, texts: Sequence[str] = REFERENCE_TEXTS, *,
-                         chat: bool = True) -> float:
+                         chat: bool = True, remote: bool | str = False) -> float:
     """Median L2 norm of block ``layer``'s output over the ordinary positions of ``texts`` (chat-formatted
     with ``chat``): the unit ``m`` of relative steering strengths. Cached per (model, layer) for the
-    default :data:`REFERENCE_TEXTS`."""
+    default :data:`REFERENCE_TEXTS`. The reading pass runs where ``remote`` says (as every trace of a remote
+    call must: run locally, a meta model would load its full weights)."""
     key = (id(model), layer)
     if texts is REFERENCE_TEXTS and key in _NORM_CACHE:
         return _NORM_CACHE[key]
-    value = float(ordinary_residuals(model, list(texts), layer, chat=chat).norm(dim=-1).median())
+    value = float(ordinary_residuals(model, list(texts), layer, chat=chat, remote=remote).norm(dim=-1).median())
     if texts is REFERENCE_TEXTS:
         _NORM_CACHE[key] = value
     return value

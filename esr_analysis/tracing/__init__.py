@@ -2,8 +2,10 @@
 
 * :mod:`.core`: importing nnsight safely, wrapping HF models, meta-device models, registering the package
   for remote (NDIF) execution.
-* :mod:`.plans`: what a trace does at a layer, as plain tensors (sliced-SAE parameters, layer plans,
-  scope masks, left padding); the edit maths is plain torch.
+* :mod:`.plans`: what a trace does at a layer (sliced-SAE parameters, layer plans, scope masks, left
+  padding), built on the client.
+* :mod:`.kernels`: the only code that runs inside a trace (edit maths on plain dicts and tensors, plain
+  torch); the only module shipped by value with remote requests.
 * :mod:`.sites`: the one map from a model to its components (decoder layers, block/attention/MLP outputs,
   per-head ``o_proj`` inputs, final norm, unembedding) for Llama, Qwen2, Gemma 2 and Gemma 3, and the helpers
   that read, write and capture a site inside a trace.
@@ -20,15 +22,14 @@ from esr_analysis.tracing.core import (
     hf_module,
     import_nnsight,
     meta_model,
-    register_package_for_remote,
+    register_kernels,
     wrap_model,
 )
+from esr_analysis.tracing.kernels import edit_delta, encode_slice
 from esr_analysis.tracing.plans import (
     STEP0_SCOPES,
     LayerPlan,
     SliceParams,
-    edit_delta,
-    encode_slice,
     left_pad,
     step0_masks,
 )
@@ -71,7 +72,7 @@ __all__ = [
     "left_pad",
     "meta_model",
     "read_site",
-    "register_package_for_remote",
+    "register_kernels",
     "save_site",
     "scan_shapes",
     "split_heads",

@@ -1,4 +1,4 @@
-"""Importing nnsight safely, wrapping HF models, meta-device models, and shipping the package to NDIF.
+"""Importing nnsight safely, wrapping HF models, meta-device models, and shipping the trace kernels to NDIF.
 
 This subpackage (:mod:`esr_analysis.tracing`) is the only part of the toolkit that imports nnsight, and it
 does so only through :func:`import_nnsight`, inside functions.
@@ -47,18 +47,9 @@ def meta_model(repo_id: str, config: Any, tokenizer: Any) -> Any:
     return TransformersModel(repo_id, config=config, tokenizer=tokenizer, task="text-generation")
 
 
-_REGISTERED = False
+def register_kernels() -> None:
+    """Ship :mod:`esr_analysis.tracing.kernels` (only it, not the package) by value with remote requests:
+    NDIF does not have ``esr_analysis`` installed. Idempotent."""
+    from esr_analysis.tracing import kernels
 
-
-def register_package_for_remote() -> None:
-    """Ship ``esr_analysis`` by value with remote requests (NDIF cannot import it otherwise). Idempotent."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    import esr_analysis
-
-    nnsight = import_nnsight()
-    register = getattr(nnsight, "register", None)
-    if register is not None:
-        register(esr_analysis)
-    _REGISTERED = True
+    import_nnsight().register(kernels)

@@ -1,7 +1,8 @@
 """What a trace does at one layer, as plain tensors: sliced-SAE parameters, layer plans, position masks.
 
-Nothing here imports nnsight: the maths of an edit (:func:`encode_slice`, :func:`edit_delta`) is plain torch,
-so it runs the same inside a local trace, inside an NDIF request (``remote=True``) and in tests.
+Nothing here imports nnsight. These dataclasses are the client-side form; before a trace is entered they are
+turned into plain dicts (:meth:`LayerPlan.as_kernel`) for the maths of :mod:`esr_analysis.tracing.kernels`,
+the only code that runs inside a trace (locally or on NDIF).
 
 Definitions
 -----------
@@ -37,6 +38,11 @@ class SliceParams:
     threshold: torch.Tensor | None  # [k] for JumpReLU, else None
     apply_b_dec_to_input: bool
 
+    def as_kernel(self) -> dict[str, Any]:
+        """The plain-dict *slice* that :mod:`esr_analysis.tracing.kernels` takes inside a trace."""
+        return {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec,
+                "threshold": self.threshold, "apply_b_dec_to_input": bool(self.apply_b_dec_to_input)}
+
 
 @dataclass
 class LayerPlan:
@@ -52,40 +58,15 @@ class LayerPlan:
     ablations: list[tuple[str, SliceParams, torch.Tensor]] = field(default_factory=list)
     read: SliceParams | None = None
 
-
-def encode_slice(h: torch.Tensor, p: SliceParams) -> torch.Tensor:
-    """Activations ``f(h)`` of the sliced latents: ReLU, or JumpReLU when ``p.threshold`` is set."""
-    import torch
-
-    x = h - p.b_dec if p.apply_b_dec_to_input else h
-    pre = x @ p.W_enc + p.b_enc
-    acts = torch.relu(pre)
-    if p.threshold is not None:
-        acts = acts * (pre > p.threshold).to(pre.dtype)
-    return acts
-
-
-def edit_delta(h: torch.Tensor, lp: LayerPlan, masks: dict[str, Any]) -> torch.Tensor | None:
-    """The total change ``h' - h`` at one layer given the per-scope position masks (``None`` = scope inactive).
-
-    Ablating latents ``S`` subtracts ``sum_{i in S} f_i(h) d_i`` (activations read from the incoming ``h``);
-    adding contributes ``addend * mask``. ``None`` when nothing applies.
-    """
-    delta = None
-    for scope, params, row_mask in lp.ablations:
-        m = masks[scope]
-        if m is None:
-            continue
-        f = encode_slice(h, params) * row_mask[:, None, :]
-        d = -(f @ params.W_dec) * m
-        delta = d if delta is None else delta + d
-    for scope, addend in lp.adds.items():
-        m = masks[scope]
-        if m is None:
-            continue
-        d = addend[:, None, :] * m
-        delta = d if delta is None else delta + d
-    return delta
+    def as_kernel(self) -> dict[str, Any]:
+        """The plain-dict *layer plan* that :mod:`esr_analysis.tracing.kernels` takes inside a trace (built
+        before the trace is entered: nothing of this package is constructed inside one)."""
+        return {
+            "layer": int(self.layer),
+            "adds": dict(self.adds),
+            "ablations": [(scope, p.as_kernel(), mask) for scope, p, mask in self.ablations],
+            "read": None if self.read is None else self.read.as_kernel(),
+        }
 
 
 def step0_masks(attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,14 +1,16 @@
 """Traces that apply layer plans: one batched generate, teacher-forced forwards, residual replacement, scans.
 
-The functions take plain tensors and :class:`~esr_analysis.tracing.plans.LayerPlan` objects, so the code
-inside each trace is serialisable the way NDIF needs it (``remote=True``); it is tested with
-``remote="local"``, which serialises the trace exactly as for NDIF.
+The functions take plain tensors and :class:`~esr_analysis.tracing.plans.LayerPlan` objects and turn the plans
+into plain dicts *before* entering a trace; inside a trace only :mod:`esr_analysis.tracing.kernels` and torch
+run, and no object of this package is constructed, so the request is what NDIF's protected environment
+accepts (``remote=True``). Every function honours ``remote`` for every trace it runs. Tested with
+``remote="local"`` (NDIF's serialisation, run locally) and against a real local NDIF server
+(``tests/test_tracing_remote.py``).
 
-Conventions inside a trace: decoder block ``L`` is found through :mod:`esr_analysis.tracing.sites` (paths
-resolved once, outside the trace, by inspecting the module tree), so wrapped models work too; its output is
-read and replaced with :func:`~esr_analysis.tracing.sites.block_hidden` /
-:func:`~esr_analysis.tracing.sites.set_block_hidden` (a tensor on transformers 5, a tuple before). Batches are
-left-padded (:func:`~esr_analysis.tracing.plans.left_pad`).
+Conventions inside a trace: the decoder-layer path comes from :mod:`esr_analysis.tracing.sites` (resolved
+once, outside the trace, by inspecting the module tree), so wrapped models work too; inside, the path is
+walked and block outputs are read and replaced by :mod:`~esr_analysis.tracing.kernels` (a tensor on
+transformers 5, a tuple before). Batches are left-padded (:func:`~esr_analysis.tracing.plans.left_pad`).
 """
 
 from __future__ import annotations
@@ -16,23 +18,13 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from esr_analysis.tracing.core import import_nnsight, register_package_for_remote
-from esr_analysis.tracing.plans import LayerPlan, edit_delta, encode_slice, step0_masks
-from esr_analysis.tracing.sites import block_hidden, decoder_layers, find_sites, set_block_hidden
+from esr_analysis.tracing import kernels
+from esr_analysis.tracing.core import import_nnsight, register_kernels
+from esr_analysis.tracing.plans import LayerPlan, step0_masks
+from esr_analysis.tracing.sites import find_sites
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-
-def _apply_plan(module: Any, lp: LayerPlan, masks: dict[str, Any]) -> Any:
-    """Inside a trace: apply ``lp``'s edits to ``module``'s output and return the (edited) hidden state."""
-    hidden = block_hidden(module)
-    delta = edit_delta(hidden, lp, masks)
-    if delta is None:
-        return hidden
-    hidden = hidden + delta.to(hidden.dtype)
-    set_block_hidden(module, hidden)
-    return hidden
 
 
 def generate_with_plan(
@@ -55,12 +47,12 @@ def generate_with_plan(
 
     nnsight = import_nnsight()
     if remote:
-        register_package_for_remote()
-    plans = sorted(plans, key=lambda p: p.layer)
+        register_kernels()
+    kplans = [p.as_kernel() for p in sorted(plans, key=lambda p: p.layer)]
     masks0 = step0_masks(attention_mask)
     one = torch.ones(1, 1, 1)
     masks_n = {"all": one, "prompt": None, "generated": one}
-    sites = find_sites(lm)
+    layers_path = find_sites(lm).layers
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     n_steps = max_new_tokens
     with warnings.catch_warnings():
@@ -70,15 +62,14 @@ def generate_with_plan(
             kwargs["max_new_tokens"] = max_new_tokens
         with lm.generate(remote=remote, **kwargs) as tracer:
             with tracer.invoke(inputs):
-                reads = nnsight.save({p.layer: [] for p in plans if p.read is not None})
-                layers = decoder_layers(lm, sites)
+                reads = nnsight.save({p["layer"]: [] for p in kplans if p["read"] is not None})
+                layers = kernels.module_at(lm, layers_path)
                 for step in tracer.iter[:n_steps]:
                     masks = masks0 if step == 0 else masks_n
-                    for lp in plans:
-                        hidden = _apply_plan(layers[lp.layer], lp, masks)
-                        if lp.read is not None:
-                            f = encode_slice(hidden[:, -1, :].to(lp.read.W_enc.dtype), lp.read)
-                            reads[lp.layer].append(f.detach().cpu())
+                    for lp in kplans:
+                        hidden = kernels.apply_plan(layers[lp["layer"]], lp, masks)
+                        if lp["read"] is not None:
+                            reads[lp["layer"]].append(kernels.read_slice(hidden[:, -1, :], lp))
             with tracer.invoke():
                 ids = nnsight.save(tracer.result)
     ids = ids.detach().cpu()
@@ -107,21 +98,24 @@ def forward_with_plan(
 
     nnsight = import_nnsight()
     if remote:
-        register_package_for_remote()
+        register_kernels()
     plan_by_layer = {p.layer: p for p in plans}
     layers_touched = sorted(set(plan_by_layer) | set(save_residual_layers))
-    sites = find_sites(lm)
+    # Every plan is built here, before the trace: constructing one inside it would ship its class by value.
+    kplans = [plan_by_layer.get(layer, LayerPlan(layer=layer)).as_kernel() for layer in layers_touched]
+    save_layers = tuple(int(x) for x in save_residual_layers)
+    layers_path = find_sites(lm).layers
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     with torch.no_grad(), lm.trace(inputs, remote=remote) as tracer:
         acts = nnsight.save({})
         resid = nnsight.save({})
-        layers = decoder_layers(lm, sites)
-        for layer in layers_touched:
-            lp = plan_by_layer.get(layer, LayerPlan(layer=layer))
-            hidden = _apply_plan(layers[layer], lp, masks)
-            if lp.read is not None:
-                acts[layer] = encode_slice(hidden.to(lp.read.W_enc.dtype), lp.read).detach().cpu()
-            if layer in save_residual_layers:
+        layers = kernels.module_at(lm, layers_path)
+        for lp in kplans:
+            layer = lp["layer"]
+            hidden = kernels.apply_plan(layers[layer], lp, masks)
+            if lp["read"] is not None:
+                acts[layer] = kernels.read_slice(hidden, lp)
+            if layer in save_layers:
                 resid[layer] = hidden.detach().cpu()
         if stop_after_last:
             tracer.stop()
@@ -146,14 +140,12 @@ def forward_with_residual_replaced(
 
     nnsight = import_nnsight()
     if remote:
-        register_package_for_remote()
-    sites = find_sites(lm)
+        register_kernels()
+    layer_path = f"{find_sites(lm).layers}.{int(layer)}"
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     with torch.no_grad(), lm.trace(inputs, remote=remote):
         if residual is not None:
-            module = decoder_layers(lm, sites)[layer]
-            hidden = block_hidden(module)
-            set_block_hidden(module, residual.to(device=hidden.device, dtype=hidden.dtype))
+            kernels.replace_output(kernels.module_at(lm, layer_path), residual)
         logits = nnsight.save(lm.output.logits.detach().cpu())
     return logits
 
@@ -161,8 +153,8 @@ def forward_with_residual_replaced(
 def scan_shapes(lm, text: str, layer: int) -> tuple[int, ...]:
     """Shape of block ``layer``'s output for ``text`` without running weights (works on meta models)."""
     nnsight = import_nnsight()
-    sites = find_sites(lm)
+    layers_path = find_sites(lm).layers
     with lm.scan(text):
-        hidden = block_hidden(decoder_layers(lm, sites)[layer])
+        hidden = kernels.block_hidden(kernels.module_at(lm, layers_path)[layer])
         shape = nnsight.save(tuple(hidden.shape))
     return tuple(shape)

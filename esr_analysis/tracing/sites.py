@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from esr_analysis.errors import ConfigError
+from esr_analysis.tracing.kernels import block_hidden, module_at, set_block_hidden
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -226,32 +227,9 @@ def head_contributions(o_proj_input: torch.Tensor, o_proj_weight: torch.Tensor, 
 # ------------------------------------------------------------------------------------------ inside a trace
 
 
-def module_at(lm: Any, path: str) -> Any:
-    """The nnsight envoy (or plain submodule) at dotted ``path``; numeric parts index module lists.
-
-    Only walks attribute names from ``lm``, so it is safe inside a trace, locally or on NDIF.
-    """
-    node = lm
-    for part in path.split(".") if path else ():
-        node = node[int(part)] if part.isdigit() else getattr(node, part)
-    return node
-
-
 def decoder_layers(lm: Any, sites: ModelSites) -> Any:
     """The decoder-layer list of ``lm`` (index it with a layer number)."""
     return module_at(lm, sites.layers)
-
-
-def block_hidden(block: Any) -> Any:
-    """A decoder block's output hidden state ``[B, T, D]`` (transformers 5 returns a tensor, earlier a tuple)."""
-    out = block.output
-    return out[0] if isinstance(out, tuple) else out
-
-
-def set_block_hidden(block: Any, hidden: Any) -> None:
-    """Replace a decoder block's output hidden state, keeping any other tuple items."""
-    out = block.output
-    block.output = (hidden,) + tuple(out[1:]) if isinstance(out, tuple) else hidden
 
 
 def read_site(lm: Any, site: Site, sites: ModelSites) -> Any:

@@ -1,0 +1,105 @@
+"""The code that runs *inside* a trace, on plain data only: the one module shipped with remote requests.
+
+NDIF does not have ``esr_analysis`` installed, and its protected environment trusts only a whitelist of
+modules (torch, numpy, math, ...; not pydantic, not sae_lens, not dataclasses built on the server). So every
+function called inside a trace lives here, takes plain ``dict``/``list``/``tuple``/``torch.Tensor`` values,
+constructs no objects of this package, and imports only torch. :func:`esr_analysis.tracing.core.register_kernels`
+ships this module (and nothing else of the package) by value with each remote request.
+
+Plain-data formats (built on the client by :meth:`esr_analysis.tracing.plans.SliceParams.as_kernel` and
+:meth:`esr_analysis.tracing.plans.LayerPlan.as_kernel`, before the trace is entered):
+
+* **slice** ``{"W_enc": [D, k], "b_enc": [k], "W_dec": [k, D], "b_dec": [D], "threshold": [k] | None,
+  "apply_b_dec_to_input": bool}``: a sliced SAE (see :class:`esr_analysis.sae.sliced.SlicedSAE`).
+* **layer plan** ``{"layer": int, "adds": {scope: [B, D]}, "ablations": [(scope, slice, row_mask[B, k])],
+  "read": slice | None}``: everything done at the output of one decoder block, in the order ablate, add,
+  read (definitions in :mod:`esr_analysis.steering.interventions`).
+* **masks** ``{scope: [B, T, 1] float tensor | None}``: where each scope applies (``None`` = inactive).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def encode_slice(h: Any, p: dict[str, Any]) -> Any:
+    """Activations ``f(h)`` of a slice's latents: ``relu((h - b_dec?) @ W_enc + b_enc)``, times
+    ``1[pre > threshold]`` for a JumpReLU slice (``threshold`` not ``None``)."""
+    import torch
+
+    x = h - p["b_dec"] if p["apply_b_dec_to_input"] else h
+    pre = x @ p["W_enc"] + p["b_enc"]
+    acts = torch.relu(pre)
+    if p["threshold"] is not None:
+        acts = acts * (pre > p["threshold"]).to(pre.dtype)
+    return acts
+
+
+def edit_delta(h: Any, plan: dict[str, Any], masks: dict[str, Any]) -> Any:
+    """The total change ``h' - h`` of one layer plan given the scope masks; ``None`` when nothing applies.
+
+    Ablating latents ``S`` subtracts ``sum_{i in S} f_i(h) d_i`` (activations of the incoming ``h``);
+    adding contributes ``addend * mask``.
+    """
+    delta = None
+    for scope, params, row_mask in plan["ablations"]:
+        m = masks[scope]
+        if m is None:
+            continue
+        f = encode_slice(h, params) * row_mask[:, None, :]
+        d = -(f @ params["W_dec"]) * m
+        delta = d if delta is None else delta + d
+    for scope, addend in plan["adds"].items():
+        m = masks[scope]
+        if m is None:
+            continue
+        d = addend[:, None, :] * m
+        delta = d if delta is None else delta + d
+    return delta
+
+
+def module_at(lm: Any, path: str) -> Any:
+    """The nnsight envoy (or plain submodule) at dotted ``path``; numeric parts index module lists.
+
+    Only walks attribute names from ``lm``, so it is safe inside a trace, locally or on NDIF.
+    """
+    node = lm
+    for part in path.split(".") if path else ():
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
+
+
+def block_hidden(block: Any) -> Any:
+    """A decoder block's output hidden state ``[B, T, D]`` (transformers 5 returns a tensor, earlier a tuple)."""
+    out = block.output
+    return out[0] if isinstance(out, tuple) else out
+
+
+def set_block_hidden(block: Any, hidden: Any) -> None:
+    """Replace a decoder block's output hidden state, keeping any other tuple items."""
+    out = block.output
+    block.output = (hidden,) + tuple(out[1:]) if isinstance(out, tuple) else hidden
+
+
+def apply_plan(module: Any, plan: dict[str, Any], masks: dict[str, Any]) -> Any:
+    """Inside a trace: apply ``plan``'s edits to decoder block ``module``'s output; return the (edited) hidden
+    state ``[B, T, D]``."""
+    hidden = block_hidden(module)
+    delta = edit_delta(hidden, plan, masks)
+    if delta is None:
+        return hidden
+    hidden = hidden + delta.to(hidden.dtype)
+    set_block_hidden(module, hidden)
+    return hidden
+
+
+def read_slice(hidden: Any, plan: dict[str, Any]) -> Any:
+    """The read slice's activations on ``hidden`` (cast to the slice's dtype), detached on the CPU."""
+    p = plan["read"]
+    return encode_slice(hidden.to(p["W_enc"].dtype), p).detach().cpu()
+
+
+def replace_output(module: Any, residual: Any) -> None:
+    """Inside a trace: replace decoder block ``module``'s output hidden state by ``residual`` (cast to it)."""
+    hidden = block_hidden(module)
+    set_block_hidden(module, residual.to(device=hidden.device, dtype=hidden.dtype))

@@ -1,0 +1,294 @@
+"""One running local NDIF: redis, an S3-compatible store (moto), a Ray head, the NDIF controller and API, all
+on 127.0.0.1 with free ports chosen at start, serving models from local folders on the CPU.
+
+Every process is started with the environment variable :data:`RUN_ID_VAR` set to this instance's id, so
+:meth:`LocalNdif.stop` finds and ends every descendant (Ray's workers included) by that mark, never by name;
+it then checks that no process and no port is left. State (ports, pids, models) is kept in
+``<run_dir>/state.json`` so ``python -m esr_analysis.tracing.ndif_local down`` can stop an instance started
+by another process; logs stay in ``<run_dir>/logs`` for failures.
+
+The four points where ndif 0.1.2 does not run out of the box on a CPU machine, and what this does about them
+(facts in ``docs/remote.md``): Ray is started with one nominal GPU and the custom resources the controller
+schedules on; the model actor is :class:`esr_ndif_server.CpuModelActor` (``server/``); the models are
+pre-deployed; the client passes its tokenizer explicitly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from esr_analysis.files import atomic_write_json
+from esr_analysis.paths import cache_dir
+from esr_analysis.tracing.ndif_local.env import NdifUnavailable, build_venv, why_unavailable
+
+RUN_ID_VAR = "ESR_NDIF_RUN_ID"
+SERVER_DIR = Path(__file__).resolve().parent / "server"
+PORT_NAMES = ("redis", "store", "gcs", "client", "dashboard", "api", "object_manager", "node_manager",
+              "metrics", "agent_grpc", "agent_http", "runtime_env_agent")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stack_run_dir() -> Path:
+    """Where ``ndif-up`` keeps the state and logs of the machine's default instance."""
+    return cache_dir() / "ndif-run"
+
+
+def marked_pids(run_id: str) -> list[int]:
+    """PIDs of this user's processes whose environment carries ``RUN_ID_VAR=run_id``."""
+    mark = f"{RUN_ID_VAR}={run_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@dataclass
+class LocalNdif:
+    """A local NDIF instance (see the module docstring). ``models`` maps a name to a local HF folder."""
+
+    run_dir: Path
+    models: dict[str, str]
+    run_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    ports: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The API address a client points ``nnsight.CONFIG.API.HOST`` at."""
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    @property
+    def logs(self) -> Path:
+        return self.run_dir / "logs"
+
+    # -- state ----------------------------------------------------------------------------------------
+    def save_state(self) -> None:
+        data = asdict(self)
+        data["run_dir"] = str(self.run_dir)
+        atomic_write_json(self.run_dir / "state.json", data)
+
+    @classmethod
+    def from_state(cls, run_dir: Path) -> LocalNdif | None:
+        """The instance recorded in ``run_dir``, or ``None`` when none is."""
+        path = Path(run_dir) / "state.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        data["run_dir"] = Path(data["run_dir"])
+        return cls(**data)
+
+    # -- start ----------------------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        p = self.ports
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "RAY_"))}
+        env.update({
+            RUN_ID_VAR: self.run_id,
+            "PYTHONPATH": str(SERVER_DIR),  # only the actor module; esr_analysis is not importable there
+            "NDIF_HOME": str(self.run_dir),
+            "NDIF_REDIS_URL": f"redis://127.0.0.1:{p['redis']}",
+            "NDIF_OBJECT_STORE_URL": f"http://127.0.0.1:{p['store']}",
+            "NDIF_OBJECT_STORE_ACCESS_KEY": "esr-local",
+            "NDIF_OBJECT_STORE_SECRET_KEY": "esr-local-secret",
+            "NDIF_RAY_ADDRESS": f"ray://127.0.0.1:{p['client']}",
+            "NDIF_RAY_HEAD_PORT": str(p["gcs"]),
+            "NDIF_RAY_DASHBOARD_PORT": str(p["dashboard"]),
+            "NDIF_API_URL": self.url,
+            "NDIF_API_PORT": str(p["api"]),
+            "NDIF_MODEL_IMPORT_PATH": "esr_ndif_server.CpuModelActor",
+            "NDIF_DEFAULT_DTYPE": "float32",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "GRPC_ENABLE_FORK_SUPPORT": "0",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "2",
+            "AWS_ACCESS_KEY_ID": "esr-local",
+            "AWS_SECRET_ACCESS_KEY": "esr-local-secret",
+        })
+        return env
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=self.run_dir)
+        log.close()
+        self.pids[name] = proc.pid
+        self.save_state()
+        return proc
+
+    def _wait_port(self, name: str, port: int, proc: subprocess.Popen | None, timeout: float) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if port_open(port):
+                return
+            if proc is not None and proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        raise RuntimeError(f"local NDIF: {name} did not come up on port {port} in {timeout:.0f} s; "
+                           f"see {self.logs / (name + '.log')}:\n{self.tail(name)}")
+
+    def tail(self, name: str, n: int = 30) -> str:
+        """The last ``n`` lines of a service's log."""
+        path = self.logs / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else "(no log)"
+
+    def start(self, *, deploy_timeout: float = 600.0) -> LocalNdif:
+        """Start every service and deploy the models; on any failure stop what was started and raise."""
+        reason = why_unavailable()
+        if reason:
+            raise NdifUnavailable(reason)
+        py = str(build_venv())
+        if not self.models:
+            raise ValueError("a local NDIF needs at least one model folder to serve")
+        for name, folder in self.models.items():
+            if not (Path(folder) / "config.json").exists():
+                raise ValueError(f"model {name!r}: {folder} is not a Hugging Face model folder (no config.json)")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.ports = {}
+        for name in PORT_NAMES:  # distinct free ports
+            port = free_port()
+            while port in self.ports.values():
+                port = free_port()
+            self.ports[name] = port
+        self.save_state()
+        atexit.register(self._stop_at_exit)  # an interrupted run still ends what it started
+        try:
+            self._start_services(py)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _stop_at_exit(self) -> None:
+        if self.alive():
+            with contextlib.suppress(Exception):
+                self.stop()
+
+    def _start_services(self, py: str) -> None:
+        env, p = self._env(), self.ports
+        redis = self._spawn("redis", ["redis-server", "--port", str(p["redis"]), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--daemonize", "no"], env)
+        store = self._spawn("store", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p["store"])], env)
+        self._wait_port("redis", p["redis"], redis, 30)
+        self._wait_port("store", p["store"], store, 60)
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        resources = json.dumps({"head": 10, "cuda_memory_bytes": 32 * 2**30, "cpu_memory_bytes": total})
+        temp = Path("/tmp") / f"esr-ndif-{self.run_id}"  # short: Ray's socket paths must stay < 108 bytes
+        ray = self._spawn("ray", [
+            py, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+            f"--port={p['gcs']}", f"--ray-client-server-port={p['client']}", "--num-gpus=1", "--num-cpus=4",
+            f"--resources={resources}", "--object-store-memory=200000000", "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard']}",
+            f"--object-manager-port={p['object_manager']}", f"--node-manager-port={p['node_manager']}",
+            f"--metrics-export-port={p['metrics']}", f"--dashboard-agent-grpc-port={p['agent_grpc']}",
+            f"--dashboard-agent-listen-port={p['agent_http']}", f"--runtime-env-agent-port={p['runtime_env_agent']}",
+            f"--temp-dir={temp}", "--disable-usage-stats"], env)
+        self._wait_port("ray", p["client"], ray, 240)
+        self._wait_port("ray", p["dashboard"], ray, 120)
+        ctl_env = dict(env, RAY_ADDRESS=f"127.0.0.1:{p['gcs']}")
+        ctl = self._spawn("controller", [py, "-m", "ndif.services.ray.deployments.controller.controller"], ctl_env)
+        if ctl.wait(timeout=240) != 0:
+            raise RuntimeError(f"local NDIF: the controller failed to launch:\n{self.tail('controller')}")
+        api = self._spawn("api", [py, "-m", "gunicorn", "--config", "python:ndif.services.api.gunicorn_conf",
+                                  "--bind", f"127.0.0.1:{p['api']}", "--workers", "1",
+                                  "ndif.services.api.app:app"], env)
+        self._wait_port("api", p["api"], api, 180)
+        specs = [{"checkpoint": folder, "model_key": model_key(folder), "task": "text-generation",
+                  "size_bytes": _folder_bytes(Path(folder)), "dtype": "float32", "pinned": True, "trusted": True}
+                 for folder in self.models.values()]
+        deploy = self._spawn("deploy", [py, str(SERVER_DIR / "esr_ndif_server.py"), "deploy", json.dumps(specs),
+                                        "600"], env)
+        if deploy.wait(timeout=660) != 0:
+            raise RuntimeError(f"local NDIF: deploying the models failed:\n{self.tail('deploy')}\n"
+                               f"--- ray ---\n{self.tail('ray')}")
+        self._wait_ping(60)
+
+    def _wait_ping(self, timeout: float) -> None:
+        t0 = time.monotonic()
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=5) as r:  # noqa: S310 - loopback
+                    if r.status == 200:
+                        return
+            except OSError:
+                if time.monotonic() - t0 > timeout:
+                    raise RuntimeError(f"local NDIF: the API does not answer /ping:\n{self.tail('api')}") from None
+            time.sleep(1.0)
+
+    # -- stop -----------------------------------------------------------------------------------------
+    def alive(self) -> list[int]:
+        """PIDs of this instance's processes still running."""
+        return marked_pids(self.run_id)
+
+    def open_ports(self) -> list[int]:
+        """This instance's ports that something still listens on."""
+        return [port for port in self.ports.values() if port_open(port)]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End every process of this instance (SIGTERM, then SIGKILL) and check none and no port is left.
+        Raises ``RuntimeError`` naming what survived."""
+        marked = set(self.alive())
+        for pid in self.pids.values():  # each service leads its own process group
+            if pid in marked:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGTERM)
+        t0 = time.monotonic()
+        while self.alive() and time.monotonic() - t0 < timeout / 2:
+            time.sleep(0.5)
+        for pid in self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        while (self.alive() or self.open_ports()) and time.monotonic() - t0 < timeout:
+            time.sleep(0.5)
+        for pid in self.pids.values():  # reap our direct children
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        shutil.rmtree(Path("/tmp") / f"esr-ndif-{self.run_id}", ignore_errors=True)
+        left, ports = self.alive(), self.open_ports()
+        state = self.run_dir / "state.json"
+        if state.exists():
+            state.unlink()
+        if left or ports:
+            raise RuntimeError(f"local NDIF: after stop, processes {left} and ports {ports} are left")
+
+
+def model_key(folder: str) -> str:
+    """The NDIF model key of a model served from a local folder (the client's meta model has the same key)."""
+    return ("nnsight.modeling.transformers.TransformersModel:"
+            + json.dumps({"repo_id": str(folder), "revision": None, "task": "text-generation"}))
+
+
+def _folder_bytes(folder: Path) -> int:
+    return int(sum(f.stat().st_size for f in folder.iterdir() if f.suffix in {".safetensors", ".bin"}))
