@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := disabled
 export MPLBACKEND := Agg
 
-.PHONY: install demo test lint bench sae ndif-venv ndif-up ndif-down ndif-status
+.PHONY: install demo test lint bench sae notebooks ndif-venv ndif-up ndif-down ndif-status
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ test: install ndif-venv
 
 lint: install
 	$(VENV)/bin/ruff check esr_analysis tests benchmarks notebooks scripts
+
+# Re-execute every notebook at its full setting on the embedded model and write the outputs into the
+# committed .ipynb (figures visible on GitHub); the .py files are the source. See scripts/run_notebooks.py.
+notebooks: install
+	nice -n 10 $(PY) scripts/run_notebooks.py
 
 bench: install
 	$(PY) benchmarks/bench_generate.py

@@ -21,7 +21,9 @@
 # shows its reconstruction quality, how often its latents fire, what a few latents respond to, and that
 # adding a latent's decoder direction while generating pushes the text towards the latent's label.
 #
-# `SMALL=True` (or the environment variable `ESR_SMALL=1`) runs a reduced version in about a minute.
+# **Parameters** (next cell): `SMALL` (env `ESR_SMALL=1`) runs a reduced version in about a minute. There is no
+# `REMOTE` here: the notebook is about our own SAE of the embedded model. The committed outputs are the full
+# setting, made by `make notebooks`.
 
 # %% tags=["parameters"]
 import os
@@ -122,3 +124,12 @@ settings = SamplingSettings(max_new_tokens=24 if SMALL else 48, repetition_penal
 results = generate(lm, [prompt] * len(rows), interventions=rows, sae=sae, settings=settings, progress=False)
 for name, r in zip(names, results, strict=True):
     print(f"--- {name}\n{r.text.strip()}\n")
+
+# %% [markdown]
+# ## Reading the result
+# * The held-out FVE and CE loss recovered say how much of the model's block-12 computation the SAE keeps;
+#   compare the fresh-text numbers above with them (chat-formatted text can be harder for an SAE trained on
+#   plain text).
+# * In the steered samples, note the smallest strength at which the text turns towards the latent's label and
+#   the one at which it breaks (loops, fragments). The ESR experiments (notebooks 02-05) depend on the window
+#   between the two: a recovery can only be seen where the steered text is still fluent.

@@ -1,38 +1,152 @@
-# %% [markdown]
-# # 02 · Steered generation: pick a latent and a boost, see the text change, grade it
-#
-# Steering adds `boost × d_i` (the SAE decoder row of latent *i*) to the residual stream at the steering layer,
-# at every position and decode step (`docs/method.md#steering`). The judge splits the answer into attempts and scores
-# each 0–100 for answering the prompt while resisting the unrelated latent.
-#
-# Parameters: `SMALL` (env `ESR_SMALL=1`: fewer boosts, short generations) and
-# `REMOTE` (env `ESR_REMOTE=1`: the paper's Llama-3.3-70B preset, traced on NDIF).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: esr-analysis
+#     language: python
+#     name: esr-analysis
+# ---
 
-# %%
+# %% [markdown]
+# # 02 · Steered generation: what a boost does to the text, and what the judge makes of it
+#
+# Steering adds `boost × d_i` (row *i* of the SAE decoder, in raw SAE units) to the residual stream at the
+# steering layer, at every prompt position and every decode step (`docs/method.md#steering`). This notebook
+# takes one labelled latent of the shipped SAE, generates answers to two evaluation prompts at a ladder of
+# boosts with the same sampling seed, and grades every answer. It answers two questions a reader should settle
+# before looking at any rate: *at what strength does the text leave the topic*, and *does the judge's score
+# follow what a human reader sees*.
+#
+# **Parameters** (next cell): `SMALL` (env `ESR_SMALL=1`: two boosts, one prompt, 16 tokens; a smoke run whose
+# numbers mean little) and `REMOTE` (env `ESR_REMOTE=1`: the paper's Llama-3.3-70B preset traced on NDIF, which
+# needs `NDIF_API_KEY`, Hub access and the preset's judge key). The committed outputs are the full setting on
+# the embedded model (Qwen2.5-Coder-0.5B-Instruct, our 8,192-latent SAE at block 12), made by `make notebooks`.
+
+# %% tags=["parameters"]
 import os
 
 SMALL = os.environ.get("ESR_SMALL", "0") == "1"
 REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (needs NDIF_API_KEY)
 
+# %% [markdown]
+# > **Read this before any number below: what the offline judge can and cannot measure.**
+# > Every score in this notebook comes from the *offline* judge (`judge="offline"`), not from the paper's judge
+# > (Claude Haiku 4.5). It cuts a response into attempts at explicit restart phrases ("wait, that's not right",
+# > "let me try again", ...) and scores each attempt 0–100 from MiniLM embedding similarity to the prompt (and
+# > dissimilarity to the steered latent's label), through a logistic calibration. So it measures **topical
+# > relevance**, not whether the answer is correct, useful or even fluent. What that means today (issue 10):
+# >
+# > * degenerate steered text (a word looping, licence boilerplate, runs of code fences) can still get **mid
+# >   scores (about 25–55)** when it shares words with the prompt; only exact word loops are capped near 0;
+# > * a fluent answer that has drifted to a neighbouring topic can score **70+**;
+# > * ordinary wording ("Wait, then pour...", "I apologize for the short notice") can be cut as a restart, so
+# >   **multi-attempt and ESR counts here are counts of restart phrases, not of recoveries**, and can be
+# >   non-zero even without steering.
+# >
+# > The offline judge is being replaced by judge v2 (issue 10), which adds a degeneracy component and restart
+# > detection with precision; `make notebooks` re-executes these notebooks then. For numbers comparable to the
+# > paper, run with `judge="claude"` (needs `ANTHROPIC_API_KEY`).
+
 # %%
 from esr_analysis.experiments.session import notebook_session
 
-session = notebook_session(SMALL, remote=REMOTE)
-print(session.model_id, "SAE:", session.sae_source, "steer layer:", session.steer_layer, "judge:", session.judge)
+session = notebook_session(SMALL, remote=REMOTE, progress=False)
+print("model:", session.model_id.get("name"), "| SAE:", session.sae_source, "| steer layer:", session.steer_layer,
+      "| judge:", session.config.judge, "| temperature:", session.config.temperature,
+      "| new tokens:", session.config.max_new_tokens)
+
+# %% [markdown]
+# ## The latent and the boost ladder
+# Latent 115 of the shipped SAE is labelled with money words (`describe_latent(115)` in notebook 01 shows its
+# top contexts); remotely, 7580 is the paper's Fig. 1 latent on Llama-3.3-70B. Boosts are in SAE units. On the
+# shipped SAE a decoder row has norm about 0.5 and the block-12 residual a median norm of about 20, so 40 units
+# add roughly one median residual norm; each row below also prints the strength *relative* to that norm, which
+# compares across SAEs and models (`docs/method.md#units`).
 
 # %%
-# shipped SAE: latent 2959 is a "God | worship | Lord" latent (`describe_latent(2959)` shows its top contexts);
-# remotely, 7580 is the paper's Fig. 1 latent on Llama-3.3-70B (threshold about 9.4 SAE units)
-latent = 7580 if REMOTE else 2959
-prompt = session.prompts[0]
-boosts = [0.0, 5.0, 10.0, 15.0] if REMOTE else ([0.0, 60.0] if SMALL else [0.0, 30.0, 60.0, 90.0])
-print("latent", latent, "label:", session.label(latent))
-gens = session.generate([prompt] * len(boosts), [[session.steer(latent, b)] if b else [] for b in boosts],
-                        seeds=[0] * len(boosts), settings=session.settings())
-for b, g in zip(boosts, gens, strict=True):
-    print(f"--- boost {b} ---\n{g.text}\n")
+latent = 7580 if REMOTE else 115
+if REMOTE:
+    boosts = [0.0, 5.0, 10.0, 15.0]
+else:
+    boosts = [0.0, 40.0] if SMALL else [0.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0]
+prompts = session.prompts[:1] if SMALL else session.prompts[:2]
+print(f"latent {latent}: {session.label(latent)!r}")
+rows = [(p, b) for p in prompts for b in boosts]
+gens = session.generate([p for p, _ in rows], [[session.steer(latent, b)] if b else [] for _, b in rows],
+                        seeds=[0] * len(rows), settings=session.settings())
+grades = session.grade([p for p, _ in rows], [g.text for g in gens], [session.label(latent)] * len(rows))
+
+# %% [markdown]
+# ## Score against strength
+# One point per (prompt, boost): the judge's first-attempt score against the strength relative to the median
+# residual norm. A hollow marker is a *degraded* response (a word repeated five or more times in a row, the
+# paper's definition). Read it as: where the curve falls is where the judge stops seeing an answer to the
+# prompt; whether the text there is *off-topic but fluent* (what ESR needs) or simply *broken* is only visible
+# in the transcripts further down.
 
 # %%
-grades = session.grade([prompt] * len(gens), [g.text for g in gens], [session.label(latent)] * len(gens))
-for b, gr in zip(boosts, grades, strict=True):
-    print(f"boost {b}: attempts scored {gr.scores}")
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
+from esr_analysis.metrics import is_degraded
+
+
+def relative(g):
+    adds = [iv.strength_relative for iv in g.interventions if iv.strength_relative is not None]
+    return adds[0] if adds else 0.0
+
+
+table = pd.DataFrame([{"prompt": p[:48], "boost (SAE units)": b, "x median residual norm": round(relative(g), 2),
+                       "attempts": len(gr.scores), "first score": gr.scores[0] if gr.scores else None,
+                       "degraded": is_degraded(g.text), "characters": len(g.text)}
+                      for (p, b), g, gr in zip(rows, gens, grades, strict=True)])
+fig, ax = plt.subplots(figsize=(7, 3.6))
+for i, (p, part) in enumerate(table.groupby("prompt", sort=False)):
+    colour = f"C{i}"
+    ax.plot(part["x median residual norm"], part["first score"], "-", color=colour, alpha=0.6, label=p + "…")
+    for _, r in part.iterrows():
+        ax.plot(r["x median residual norm"], r["first score"], "o", color=colour,
+                markerfacecolor="white" if r["degraded"] else colour, markersize=7)
+ax.axhline(30, color="grey", ls="--", lw=1)
+ax.text(ax.get_xlim()[1], 31, "calibration target 30", ha="right", va="bottom", fontsize=8, color="grey")
+ax.set_xlabel("steering strength (x median residual norm at the steering layer)")
+ax.set_ylabel("first-attempt score (offline judge)")
+ax.set_ylim(-3, 103)
+ax.set_title(f"latent {latent} ({session.label(latent)}): hollow = degraded")
+ax.legend(fontsize=7, loc="lower left")
+plt.tight_layout()
+plt.show()
+display(table)
+
+# %% [markdown]
+# ## Transcripts
+# Every response of the first prompt, boost by boost, with the judge's attempts and scores. The seed is the same
+# at every boost, so differences come from the steering alone. Look for the boost where the answer turns to the
+# latent's topic while still being readable text — that window, if it exists, is where a recovery could happen.
+
+# %%
+from esr_analysis.experiments.transcripts import format_transcript
+
+for (p, b), g, gr in zip(rows, gens, grades, strict=True):
+    if p != prompts[0]:
+        continue
+    print(format_transcript({"condition": "steered" if b else "no steering", "latent": latent,
+                             "latent_label": session.label(latent), "boost": b or None, "seed": g.seed,
+                             "prompt": p, "response": g.text, "grade": gr.model_dump(),
+                             "interventions": [iv.model_dump() for iv in g.interventions]}, max_chars=500))
+
+# %% [markdown]
+# ## What this shows, and what it does not
+# * The strength at which the score crosses 30 is what the pipeline's calibration (notebook 03) searches for,
+#   per latent. Compare it with the strength at which responses become degraded in the table above: if the
+#   score reaches 30 only where the text is already broken, the "threshold" measures breakage, not drift, and no
+#   response calibrated there can recover. Issue 10 reports exactly this for the current embedded presets.
+# * One seed and two prompts per boost: the curve is an illustration, not an estimate. Notebooks 03–05 give
+#   rates with intervals over latents, prompts and seeds.

@@ -1,32 +1,140 @@
-# %% [markdown]
-# # 05 · Meta-prompting (exp 5) with a matched baseline, Fig. 4-style figure
-#
-# Each variant appends an instruction to the user prompt; the baseline is re-run on the same
-# (latent, prompt, seed) without it (the authors compared against pooled exp 1 data instead). Variants are in
-# `esr_analysis.experiments.metaprompt.META_VARIANTS` (add your own). `SMALL` (env `ESR_SMALL=1`) runs one
-# variant with two latents and short generations.
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: esr-analysis
+#     language: python
+#     name: esr-analysis
+# ---
 
-# %%
+# %% [markdown]
+# # 05 · Meta-prompting (exp 5): does asking the model to watch itself raise ESR? (Fig. 4)
+#
+# The paper's strongest manipulation: append an instruction to the user turn — for the headline variant,
+# to notice when the answer wanders off-topic and steer back — while steering exactly as in exp 1. On
+# Llama-3.3-70B it raised the multi-attempt rate from 7.4 % to 31.7 % (4.3×) and the ESR rate from 3.8 % to
+# 14.8 % (3.8×). Unlike the authors, who compared with pooled exp 1 files, our baseline is **matched**: the same
+# latents, prompts, seeds and strengths without the suffix, so the comparison is paired
+# (`docs/method.md#experiments`). The variants are in `esr_analysis.experiments.metaprompt.META_VARIANTS`.
+#
+# **Parameters**: `SMALL` (env `ESR_SMALL=1`: one variant, two latents, 16 tokens) and `REMOTE` (env
+# `ESR_REMOTE=1`: Llama-3.3-70B on NDIF). The committed outputs are the `embedded-demo` setting (6 latents × 3
+# prompts, 64 new tokens) with two variants (`self_monitor`, the paper's headline, and `ignore_latent_label`),
+# made by `make notebooks`.
+
+# %% tags=["parameters"]
 import os
-import tempfile
 
 SMALL = os.environ.get("ESR_SMALL", "0") == "1"
 REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (needs NDIF_API_KEY)
 
+# %% [markdown]
+# > **Read this before any number below: what the offline judge can and cannot measure.**
+# > Every score in this notebook comes from the *offline* judge (`judge="offline"`), not from the paper's judge
+# > (Claude Haiku 4.5). It cuts a response into attempts at explicit restart phrases ("wait, that's not right",
+# > "let me try again", ...) and scores each attempt 0–100 from MiniLM embedding similarity to the prompt (and
+# > dissimilarity to the steered latent's label), through a logistic calibration. So it measures **topical
+# > relevance**, not whether the answer is correct, useful or even fluent. What that means today (issue 10):
+# >
+# > * degenerate steered text (a word looping, licence boilerplate, runs of code fences) can still get **mid
+# >   scores (about 25–55)** when it shares words with the prompt; only exact word loops are capped near 0;
+# > * a fluent answer that has drifted to a neighbouring topic can score **70+**;
+# > * ordinary wording ("Wait, then pour...", "I apologize for the short notice") can be cut as a restart, so
+# >   **multi-attempt and ESR counts here are counts of restart phrases, not of recoveries**, and can be
+# >   non-zero even without steering.
+# >
+# > The offline judge is being replaced by judge v2 (issue 10), which adds a degeneracy component and restart
+# > detection with precision; `make notebooks` re-executes these notebooks then. For numbers comparable to the
+# > paper, run with `judge="claude"` (needs `ANTHROPIC_API_KEY`).
+
 # %%
+import tempfile
+
 from esr_analysis.experiments.metaprompt import META_VARIANTS
 from esr_analysis.experiments.pipeline import run_pipeline
 from esr_analysis.experiments.report import report
 from esr_analysis.experiments.session import notebook_session
 
-print(META_VARIANTS)
-variants = ["self_monitor"] if SMALL else list(META_VARIANTS)
-session = notebook_session(SMALL, remote=REMOTE, overrides={"experiments": ["exp5"], "meta_variants": variants})
-run_dir = os.path.join(tempfile.mkdtemp(), "meta") if SMALL else "../runs/notebook-meta-prompting"
-result = run_pipeline(session.config, session=session, run_dir=run_dir)
-print(report(result.run_dir, n_boot=200))
+variants = ["self_monitor"] if SMALL else ["self_monitor", "ignore_latent_label"]
+for v in variants:
+    print(f"{v}: {META_VARIANTS[v]!r}")
+session = notebook_session(SMALL, remote=REMOTE, overrides={"experiments": ["exp5"], "meta_variants": variants},
+                           progress=False)
+result = run_pipeline(session.config, session=session, run_dir=tempfile.mkdtemp(prefix="esr-nb05-"))
+print("model:", session.model_id.get("name"), "| SAE:", session.sae_source, "| judge:", session.config.judge)
+
+# %% [markdown]
+# ## The metrics table
+# One block per condition: `baseline` (no suffix) and each variant, all steered at the latents' thresholds.
+
+# %%
+print(report(result.run_dir, n_boot=500))
+
+# %% [markdown]
+# ## Fig. 4, embedded model
+# Mean first-attempt score, multi-attempt rate and ESR rate for the matched baseline (hatched) and each variant
+# (solid), with 95 % intervals. A variant that *raises the first-attempt score* made the model resist the push
+# from the start; one that raises the multi-attempt rate made it restart more often (or, with the offline judge,
+# made it use more restart-like words, such as the "steer back" wording the instruction itself suggests).
 
 # %%
 from esr_analysis.plotting import fig4_meta
 
 fig = fig4_meta(result.run_dir / "exp5")
+
+# %% [markdown]
+# ## Next to the paper, and the paired ratio
+# Our matched baseline and `self_monitor` beside the paper's numbers for Llama-3.3-70B, then the ratio
+# variant / baseline with a paired latent-bootstrap interval (the paper's factors: 4.3× multi-attempt, 3.8× ESR).
+# A ratio is undefined (NaN) when the baseline rate is 0.
+
+# %%
+import pandas as pd
+from IPython.display import display
+
+from esr_analysis.metrics import ratio, summarize
+from esr_analysis.metrics.paper import side_by_side
+from esr_analysis.store.read import load_run
+
+df = load_run(result.run_dir / "exp5")
+metrics = ["first_attempt_score", "multi_attempt_rate", "esr_rate"]
+base = df[df.condition == "baseline"]
+tables = {c: side_by_side(summarize(df[df.condition == c], metrics=metrics, n_boot=500), "exp5",
+                          paper_condition=c, label="embedded") for c in ["baseline", "self_monitor"]}
+display(pd.concat(tables, names=["condition"]))
+rows = []
+for v in variants:
+    for m in ["multi_attempt_rate", "esr_rate"]:
+        r = ratio(base, df[df.condition == v], m, n_boot=1000)
+        rows.append({"variant": v, "metric": m, "baseline": f"{100 * r.baseline:.1f} %",
+                     "variant value": f"{100 * r.treated:.1f} %", "ratio": f"{r.value:.2f}",
+                     "paired latent-boot 95% CI": f"[{r.boot_low:.2f}, {r.boot_high:.2f}]",
+                     "n (baseline / variant)": f"{r.n_baseline} / {r.n_treated}"})
+pd.DataFrame(rows)
+
+# %% [markdown]
+# ## Transcripts: the same trial with and without the instruction
+# One latent on one prompt with the same seed and strength, first without and then with each suffix. The judge
+# sees the augmented prompt in the variants, as in the paper.
+
+# %%
+from esr_analysis.experiments.transcripts import pick_transcripts, transcripts_text
+
+shown = pick_transcripts(df, n=1, condition=variants[0], kinds=["esr", "multi_attempt", "spread"]).iloc[0]
+same = df[(df.latent == shown.latent) & (df.seed == shown.seed)]
+order = {c: i for i, c in enumerate(["baseline", *variants])}
+print(transcripts_text(same.sort_values("condition", key=lambda s: s.map(order)), max_chars=450))
+
+# %% [markdown]
+# ## Reading the result
+# * Because the instruction itself talks about drifting and steering back, a model may echo restart-like words
+#   without recovering anything; the offline judge counts those as restarts. Check the transcripts before
+#   reading a higher multi-attempt rate as self-correction.
+# * The ratio's interval is paired over latents (a latent drawn in a bootstrap replicate brings its baseline and
+#   variant trials together), which is the right comparison for matched arms.
