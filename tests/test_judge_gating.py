@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from esr_analysis.judge.gating import GATING_VERSION, gate_attempts, gate_grade, locate_attempts
-from esr_analysis.judge.restart import boundary_offsets, find_restarts, has_restart, strip_restart_language
+from esr_analysis.judge.restart import (
+    boundary_offsets,
+    find_restarts,
+    find_weak_markers,
+    has_restart,
+    strip_restart_language,
+    weak_offsets,
+)
 from esr_analysis.judge.types import Attempt, Grade
 
 A = Attempt
@@ -27,13 +34,15 @@ A = Attempt
         "Volcanoes erupt. To actually answer your question, knead the dough.",
         "Volcanoes erupt. Back to your question: knead the dough.",
         "Volcanoes erupt. My mistake, here is the answer.",
-        "Volcanoes erupt. That was wrong.",
         "Volcanoes erupt. Let me rephrase.",
         "Volcanoes erupt. Oops, wrong topic.",
-        "Volcanoes erupt. Never mind that.",
         "Volcanoes erupt. Correction: knead the dough.",
-        "Volcanoes erupt. I should clarify what I meant.",
         "Volcanoes erupt. Just kidding, here is the recipe.",
+        "Volcanoes erupt. Actually, let me answer your question: knead the dough.",
+        "Volcanoes erupt. **Wait, that's not right.** Knead the dough.",
+        "Volcanoes erupt. Oh, sorry, I got off track. Knead the dough.",
+        "Volcanoes erupt. Anyway, back to your question: knead the dough.",
+        "Volcanoes erupt. Hmm, I seem to have drifted off topic. Knead the dough.",
     ],
 )
 def test_restart_phrases_are_found(text: str):
@@ -59,6 +68,40 @@ def test_restart_phrases_are_found(text: str):
 def test_ordinary_text_has_no_restart(text: str):
     assert not has_restart(text), find_restarts(text)
     assert boundary_offsets(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the false splits of issue 10 and their kin: restart vocabulary in ordinary use (weak at most)
+        "Dear Sam,\n\nI apologize for the short notice. The party moves to Friday.",
+        "I'm sorry that we did not get more time. Next week works.",
+        "Start with a small fund. Never mind small purchases at first; track the big ones.",
+        "Boil the water. Wait, then pour it over the leaves.",
+        "Steps:\n1. Fill the kettle.\n2. Wait.\n3. Pour.",
+        "Press the tube. If air escapes, this is wrong and the tube is punctured.",
+        "Wait until the glue dries. Then sand it.",
+        "Actually, most stains lift with cold water. Blot, do not rub.",
+        "Many people rinse with hot water. That's wrong: hot water sets the stain.",
+        "Volcanoes erupt. That was wrong.",
+        "Volcanoes erupt. Never mind that.",
+        "Volcanoes erupt. I should clarify what I meant.",
+        "Sorry to hear about the stain. Blot it with a cloth.",
+        "Hold on to the receipt in case the part fails.",
+        "If it still leaks, try again with a new washer.",
+        "Wait, no more than five minutes, or the tea turns bitter.",
+    ],
+)
+def test_ordinary_restart_vocabulary_is_never_a_boundary(text: str):
+    assert boundary_offsets(text) == [], find_restarts(text)
+
+
+def test_weak_markers_are_offsets_for_the_topic_check_only():
+    text = "Lava flows fast. Wait. Knead the dough. Sorry, I got off track. Bake it."
+    assert boundary_offsets(text) == [text.index("Sorry")]
+    assert weak_offsets(text) == [text.index("Wait")]
+    assert [m.text for m in find_weak_markers(text)] == ["Wait"]
+    assert weak_offsets("Wait. Knead the dough.") == []  # at the very start
 
 
 def test_boundary_at_sentence_start_and_not_at_text_start():

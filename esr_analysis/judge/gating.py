@@ -5,7 +5,7 @@ rubric's segmentation rule after the fact, without another API call:
 
 * Each judged attempt is located in the response (whitespace-insensitive search, in order).
 * The boundary between attempts ``i-1`` and ``i`` is **kept** iff the response contains a restart phrase
-  (:mod:`esr_analysis.judge.restart`) inside the **boundary window**: from ``window`` characters before
+  (a strong phrase of :mod:`esr_analysis.judge.restart`; weak markers never count) inside the **boundary window**: from ``window`` characters before
   the start of attempt ``i`` to ``window`` characters after it, clipped to attempts ``i-1`` and ``i``.
   When an attempt cannot be located in the response, the window is the tail of attempt ``i-1``'s text and
   the head of attempt ``i``'s text, and the boundary is kept iff one of the response's own restart phrases

@@ -1,24 +1,31 @@
-"""Explicit restart language: the phrase set used by the offline judge and by restart gating.
+"""Restart language (v2): strong restart phrases that start a new attempt, and weak markers that never do alone.
 
-A **restart phrase** is an explicit signal that the writer abandons what came before and starts again.
-The set (:data:`RESTART_PATTERNS`, case-insensitive regular expressions) covers
+A **strong restart phrase** (:data:`RESTART_PATTERNS`, case-insensitive regular expressions) says that the
+writer abandons what came before and starts over, and it must **begin a sentence** (after ``.``, ``!``,
+``?``, ``…``, ``:``, ``;``, a newline or a closing quote/bracket, optionally after markdown ``*``/``_``/``#``),
+possibly after lead-in interjections ("Oh,", "Hmm,", "Sorry,", "Actually,", "Anyway,", "Okay,", ...). The
+set covers
 
-* interjections at the start of a sentence: "Wait," / "Wait!" / "No, wait" / "Hold on," / "Oops";
-* admissions: "I made a mistake", "my mistake", "I misspoke", "I got that wrong", "I apologize",
-  "sorry, I ...", "that's not right/correct/what you asked", "that was wrong";
-* restarts: "let me try (that) again", "let's start over", "let me start over/again", "let me rephrase",
-  "let me correct (that|myself)", "let me revise my answer", "I'd like to revise/correct my answer",
-  "correction:", "scratch that", "never mind", "disregard/ignore (that|the above|what I said)";
-* getting back on track: "I got/went off track/topic", "I got sidetracked", "back to your question",
-  "to actually answer your question", "let me refocus", "I should clarify";
-* "just kidding".
+* interjections that retract: "Wait, that's not right", "Wait, no", "No, wait", "Hold on, I ...",
+  "Oops";
+* starting over: "let me try (that) again", "let's start over", "let me rephrase / restart / redo",
+  "let me correct myself", "I'd like to revise my answer", "Correction:", "Scratch that", "Ignore what I
+  said", "Just kidding";
+* admissions: "I made a mistake", "I misspoke", "I got that wrong", "My mistake", "Sorry, I got off track",
+  "I apologize for the confusion", "That's not what you asked", "That was off-topic";
+* returning to the question: "Actually, let me answer your question", "Back to your question",
+  "To actually answer your question", "Let me get back on track".
 
-Ordinary uses of the same words do not match: "wait" must be an interjection (sentence-initial and
-followed by punctuation), and "actually" alone is not a restart.
+A **weak marker** (:data:`WEAK_PATTERNS`) is the same vocabulary in its ordinary use, at a sentence start:
+"Wait", "Hold on", "Actually", "Sorry", "I apologize", "Never mind", "Hmm", "Anyway", "That's wrong",
+"I should clarify". Instructions ("Wait until it boils", "Wait, then pour"), apologies inside letters,
+"Never mind the small details", list items ("2. Wait.") and elaborations contain only weak markers, so
+they never split on their own. The offline judge splits at a weak marker only when the topic shifts
+there (:mod:`esr_analysis.judge.offline`); restart gating of LLM judges uses strong phrases only.
 
-An **attempt boundary** produced by a phrase is placed at the start of the sentence that contains it
-(after the previous ``.``, ``!``, ``?``, ``…`` or newline), so "Apple! No, wait! Orange" splits into
-"Apple!" and "No, wait! Orange". Restart language at the very start of a text creates no boundary.
+An **attempt boundary** is placed at the start of the sentence that contains the phrase (its lead-in
+included), so "Apple! No, wait! Orange" splits into "Apple!" and "No, wait! Orange". Restart language at
+the very start of a text (nothing before its sentence) creates no boundary.
 """
 
 from __future__ import annotations
@@ -26,48 +33,64 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SENT = r"(?:^|(?<=[.!?…\n\"“”)\]])\s*)"  # strictly at a sentence start
+RESTART_VERSION = "restart-v2"
 
-RESTART_PATTERNS: tuple[str, ...] = (
-    # interjections, sentence-initial and followed by punctuation
-    _SENT + r"(?:(?:oh|no|hmm|um|uh|ah),?\s+)*wait\s*[,.!…—–-]",
-    _SENT + r"(?:oh,?\s+)?hold on\s*[,.!…—–-]",
-    _SENT + r"(?:oh\s+)?oops\b",
-    _SENT + r"no,\s*no\b",
-    # admissions
-    r"\bi(?:'ve| have)? made (?:a|an|some) (?:mistake|error)s?\b",
-    r"\bmy (?:mistake|bad|apologies)\b",
-    r"\bi misspoke\b",
-    r"\bi got (?:that|this|it) (?:wrong|mixed up)\b",
-    r"\bi (?:was|am) wrong\b",
-    r"\bi apologi[sz]e\b",
-    r"\bsorry,?\s+(?:i|that|this|let me|my)\b",
-    r"\b(?:that|this)(?:'s| is| was)(?: not|n't) (?:quite )?(?:right|correct|accurate|relevant|"
-    r"what you asked|the answer|related)\b",
-    r"\b(?:that|this)(?:'s| is| was) (?:wrong|incorrect|off[- ]topic|irrelevant)\b",
-    # restarts
-    r"\blet(?: me|'s| us) (?:try|start|do|begin)(?: (?:that|this|it))?(?: all)? (?:again|over|afresh)\b",
-    r"\bi(?:'ll| will) try (?:that |this |it )?again\b",
-    r"\blet me (?:rephrase|restart|reconsider|redo|re-do|refocus)\b",
-    r"\blet me correct (?:that|this|myself|my)\b",
-    r"\blet me (?:revise|fix|rewrite) (?:that|this|my)\b",
-    r"\bi(?:'d| would) like to (?:revise|correct|change|fix) my (?:answer|response)\b",
-    r"\b(?:correction|to correct myself)\s*:",
-    r"\bscratch that\b",
-    r"\bnever ?mind\b",
-    r"\b(?:disregard|ignore) (?:that|this|the above|what i (?:just )?(?:said|wrote)|my (?:previous|last))\b",
-    # back on track
-    r"\bi (?:got|went|drifted|veered|strayed|wandered) (?:off[- ]?(?:track|topic|course)|sidetracked)\b",
-    r"\bi(?:'m| am)? (?:getting|going|drifting) (?:off[- ]?(?:track|topic)|sidetracked)\b",
-    r"\bi got distracted\b",
-    r"\b(?:getting |going |let me get |let's get |let me go |to get )?back to (?:your|the|you?r original) "
-    r"(?:question|topic|prompt|request)\b",
-    r"\bto (?:actually|properly|really) answer (?:your|the) question\b",
-    r"\bi should clarify\b",
-    r"\bjust kidding\b",
+_SENT = r"(?:^|(?<=[.!?…\n:;\"“”)\]]))[\s*_#>]*"  # a sentence start, markdown emphasis allowed
+_LEAD = (
+    r"(?:(?:oh|no|hmm+|um+|uh+|ah+|okay|ok|well|sorry|actually|anyway|anyways|whoops|oops|but|"
+    r"(?:my )?apologies)\s*[,!.…—–-]*\s+)*"
 )
 
-_COMPILED = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in RESTART_PATTERNS)
+_STRONG_BODIES: tuple[str, ...] = (
+    r"wait\s*[,!.…—–-]+\s*(?:no\s*[,.!—–-]|that(?:'s| is| was)(?: not|n't)\b|that(?:'s| is| was) (?:wrong|incorrect)\b|"
+    r"this (?:is|was)(?: not|n't)\b|i (?:made|got|went|think i)\b|i'm getting\b|sorry\b|actually\b)",
+    r"no\s*[,!.]*\s*wait\b[,!.…—–-]*",
+    r"(?:hold|hang) on\s*[,!.…—–-]+\s*(?:that(?:'s| is| was)|this (?:is|was)|i (?:made|got|went)|let me|let's)\b",
+    r"(?:oops|whoops)\b",
+    r"(?:let me|let's|let us|i'll|i will|i need to|i should) (?:try|start|begin|do)"
+    r"(?: (?:that|this|it|my answer|this answer))?(?: all)? (?:again|over|afresh|from scratch)\b",
+    r"let me (?:rephrase|restart|redo|re-do|refocus|reconsider)\b",
+    r"let me (?:correct|fix|revise|rewrite) (?:that|this|myself|my (?:answer|response|mistake))\b",
+    r"(?:let me|i(?:'ll| will)|i should)(?: now)? (?:actually |properly |really )?(?:answer|address|get back to|"
+    r"go back to|return to|focus on) (?:your|the) (?:actual |original |real )?(?:question|request|prompt|topic)\b",
+    r"(?:(?:getting|going|coming) )?back to (?:your|the) (?:actual |original )?(?:question|topic|request|prompt)\b",
+    r"(?:let me |let's )?get(?:ting)? back on (?:track|topic)\b",
+    r"to (?:actually|properly|really) (?:answer|address) (?:your|the) question\b",
+    r"(?:sorry|i apologi[sz]e|i'm sorry)\b[^.!?\n]{0,25}?(?:off[- ]?(?:track|topic)|sidetracked|distracted|"
+    r"confusion|tangent|wrong topic)\b",
+    r"i (?:got|went|drifted|veered|strayed|wandered|seem to have (?:gone|drifted|wandered|gotten)|"
+    r"(?:have|'ve) (?:gone|drifted|wandered|gotten)) (?:off[- ]?(?:track|topic|course)|sidetracked|astray)\b",
+    r"i(?:'m| am) (?:getting|going|drifting) (?:off[- ]?(?:track|topic)|sidetracked)\b",
+    r"i (?:made a mistake|misspoke|got (?:that|this|it) wrong)(?: (?:there|above|earlier|here))?\s*[.!,:;—–-]",
+    r"my (?:mistake|bad)\s*[.!,:;—–-]",
+    r"that(?:'s| is| was)(?: not|n't) (?:what you asked(?: for| about)?|relevant(?: to your question)?|"
+    r"related to your question|the answer to your question)\b",
+    r"that(?:'s| is| was) (?:off[- ]topic|irrelevant|a tangent|unrelated to your question)\b",
+    r"(?:correction|to correct myself)\s*:",
+    r"scratch that\b",
+    r"(?:please )?(?:disregard|ignore) (?:that|the above|what i (?:just )?(?:said|wrote)|"
+    r"my (?:previous|last|earlier) (?:answer|response|sentence|paragraph))\b",
+    r"(?:i(?:'m| am) )?just kidding\b",
+    r"i(?:'d| would) like to (?:revise|correct|change|fix|redo) my (?:answer|response)\b",
+)
+
+RESTART_PATTERNS: tuple[str, ...] = tuple(_SENT + _LEAD + body for body in _STRONG_BODIES)
+"""Strong restart phrases: each body must begin a sentence, after optional lead-in interjections."""
+
+WEAK_PATTERNS: tuple[str, ...] = tuple(
+    _SENT + body
+    for body in (
+        r"(?:wait|hold on|hang on|actually|sorry|i'm sorry|i apologi[sz]e|(?:my )?apologies|never ?mind|hmm+|"
+        r"anyway|anyways|oh)\b",
+        r"that(?:'s| is| was)(?: not|n't) (?:quite )?(?:right|correct)\b",
+        r"that(?:'s| is| was) (?:wrong|incorrect)\b",
+        r"i should clarify\b",
+    )
+)
+"""Weak markers: restart vocabulary at a sentence start that never splits on its own."""
+
+_STRONG = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in RESTART_PATTERNS)
+_WEAK = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in WEAK_PATTERNS)
 _SENTENCE_END = re.compile(r"[.!?…\n]")
 
 
@@ -80,13 +103,12 @@ class RestartMatch:
     text: str
 
 
-def find_restarts(text: str) -> list[RestartMatch]:
-    """Every restart phrase occurrence in ``text``, sorted by start offset (overlaps merged)."""
+def _matches(text: str, patterns: tuple[re.Pattern[str], ...]) -> list[RestartMatch]:
     spans: list[tuple[int, int]] = []
-    for pat in _COMPILED:
+    for pat in patterns:
         for m in pat.finditer(text):
             start = m.start()
-            while start < m.end() and text[start].isspace():
+            while start < m.end() and (text[start].isspace() or text[start] in "*_#>"):
                 start += 1
             if m.end() > start:
                 spans.append((start, m.end()))
@@ -100,9 +122,22 @@ def find_restarts(text: str) -> list[RestartMatch]:
     return [RestartMatch(s, e, text[s:e]) for s, e in merged]
 
 
+def find_restarts(text: str) -> list[RestartMatch]:
+    """Every strong restart phrase in ``text``, sorted by start offset (overlaps merged)."""
+    return _matches(text, _STRONG)
+
+
+def find_weak_markers(text: str) -> list[RestartMatch]:
+    """Every weak marker in ``text`` that does not overlap a strong phrase, sorted by start offset."""
+    strong = find_restarts(text)
+    return [
+        m for m in _matches(text, _WEAK) if not any(m.start < s.end and s.start < m.end for s in strong)
+    ]
+
+
 def has_restart(text: str) -> bool:
-    """True when ``text`` contains restart language anywhere."""
-    return any(p.search(text) for p in _COMPILED)
+    """True when ``text`` contains a strong restart phrase anywhere."""
+    return any(p.search(text) for p in _STRONG)
 
 
 def sentence_start(text: str, pos: int) -> int:
@@ -116,20 +151,31 @@ def sentence_start(text: str, pos: int) -> int:
     return i
 
 
-def boundary_offsets(text: str) -> list[int]:
-    """Attempt boundaries implied by restart language: the sentence start of each restart phrase,
-    excluding offsets with no non-space text before them (restart language at the very start)."""
+def _offsets(text: str, matches: list[RestartMatch]) -> list[int]:
     out: list[int] = []
-    for m in find_restarts(text):
+    for m in matches:
         b = sentence_start(text, m.start)
         if text[:b].strip() and (not out or b > out[-1]):
             out.append(b)
     return out
 
 
+def boundary_offsets(text: str) -> list[int]:
+    """Attempt boundaries implied by strong restart phrases: the sentence start of each phrase, excluding
+    offsets with no non-space text before them (restart language at the very start)."""
+    return _offsets(text, find_restarts(text))
+
+
+def weak_offsets(text: str) -> list[int]:
+    """Sentence starts of weak markers (not at the very start, not already a strong boundary): the places
+    where the offline judge checks for a topic shift."""
+    strong = set(boundary_offsets(text))
+    return [b for b in _offsets(text, find_weak_markers(text)) if b not in strong]
+
+
 def strip_restart_language(text: str) -> str:
-    """``text`` with the restart phrases (:func:`find_restarts` spans) removed and whitespace collapsed;
-    used to score an attempt's content rather than its apology."""
+    """``text`` with the strong restart phrases (:func:`find_restarts` spans) removed and whitespace
+    collapsed; used to score an attempt's content rather than its apology."""
     parts, pos = [], 0
     for m in find_restarts(text):
         parts.append(text[pos : m.start])
