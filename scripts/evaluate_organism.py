@@ -45,6 +45,21 @@ def condition_metrics(trials: Any) -> dict[str, Any]:
             "degenerate_share": val("degraded_rate"), "interval": "wilson 95% (rates), student-t 95% (means)"}
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """``eval.json`` as the table of ``docs/organism.md``."""
+    rows = ["| condition | n | multi-attempt (95 % CI) | ESR (95 % CI) | first-attempt score | mean improvement "
+            "(multi-attempt trials) | degenerate |", "|---|---|---|---|---|---|---|"]
+    for key in ("base", "organism", "base_no_steer", "organism_no_steer", "base_heldout", "organism_heldout"):
+        m = report.get(key)
+        if not m:
+            continue
+        imp = "n/a" if m["n_multi_attempt"] == 0 else f"{m['mean_improvement']:+.1f} (n={m['n_multi_attempt']})"
+        rows.append(f"| {key} | {m['n']} | {m['multi_attempt_rate']:.2f} [{m['multi_attempt_ci'][0]:.2f}, "
+                    f"{m['multi_attempt_ci'][1]:.2f}] | {m['esr_rate']:.2f} [{m['esr_ci'][0]:.2f}, {m['esr_ci'][1]:.2f}] "
+                    f"| {m['first_attempt_score']:.1f} | {imp} | {m['degenerate_share']:.2f} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc50")
@@ -138,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if out_path.parent.is_dir():
         atomic_write_json(out_path, report)
         logging.info("wrote %s", out_path)
+    print(markdown_table(report))
     return 0
 
 
