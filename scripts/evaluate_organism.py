@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc50")
     ap.add_argument("--base", default="qwen2.5-coder-0.5b-instruct")
-    ap.add_argument("--n-latents", type=int, default=10)
-    ap.add_argument("--n-prompts-per-latent", type=int, default=5)
-    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--n-latents", type=int, default=8)
+    ap.add_argument("--n-prompts-per-latent", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=80)
     ap.add_argument("--judge", default="offline")
     ap.add_argument("--exclude-latents", default=None,
                     help="comma list of training latents, when the adapter is not built yet (else from organism.json)")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     sel_path = root / "eval_latents.json"
     if sel_path.is_file():
-        latents = json.loads(sel_path.read_text())["latents"]
+        latents = json.loads(sel_path.read_text())["latents"][: args.n_latents]
     else:
         lm = load_model(base)
         sae = load_sae(base.sae_source)

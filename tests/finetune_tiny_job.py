@@ -30,7 +30,7 @@ def main(work: str, adapter: str, delay: float) -> None:
     build = BuildSettings(layer=1, latents=(3, 5, 8), strengths=(0.5, 0.9), answer_max_new_tokens=12,
                           opening_max_new_tokens=8, batch_size=8, fluency_checks=False)
     sc, normal, recipe = data_stage(lm, sae, prompts, acks, build, work, progress=False)
-    settings = LoraSettings(name="tiny", r=4, alpha=8.0, epochs=3, micro_batch=2, grad_accum=1, lr=1e-2,
+    settings = LoraSettings(name="tiny", r=4, alpha=8, epochs=3, micro_batch=2, grad_accum=1, lr=1e-2,
                             warmup_steps=1, checkpoint_every=1, max_length=128)
 
     def on_step(step: int, loss: float) -> None:

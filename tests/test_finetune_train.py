@@ -23,7 +23,7 @@ JOB = REPO / "tests" / "finetune_tiny_job.py"
 def test_paper_preset_is_the_authors_recipe():
     p = PRESETS["paper"]
     assert (p.r, p.alpha, p.dropout, p.target_modules, p.lr, p.warmup_steps, p.epochs, p.effective_batch,
-            p.weight_decay) == (32, 16.0, 0.05, "all-linear", 2e-4, 10, 4, 8, 0.0)
+            p.weight_decay) == (32, 16, 0.05, "all-linear", 2e-4, 10, 4, 8, 0.0)
     assert PRESETS["cpu"].effective_batch == 8
 
 

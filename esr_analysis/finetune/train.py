@@ -44,7 +44,7 @@ class LoraSettings:
 
     name: str = "custom"
     r: int = 16
-    alpha: float = 32.0
+    alpha: int = 32
     dropout: float = 0.05
     target_modules: str | tuple[str, ...] = "all-linear"
     lr: float = 3e-4
@@ -75,9 +75,9 @@ class LoraSettings:
 
 
 PRESETS: dict[str, LoraSettings] = {
-    "paper": LoraSettings(name="paper", r=32, alpha=16.0, dropout=0.05, lr=2e-4, warmup_steps=10, epochs=4,
+    "paper": LoraSettings(name="paper", r=32, alpha=16, dropout=0.05, lr=2e-4, warmup_steps=10, epochs=4,
                            micro_batch=2, grad_accum=4, max_length=4096, checkpoint_every=20),
-    "cpu": LoraSettings(name="cpu", r=16, alpha=32.0, dropout=0.05, lr=3e-4, warmup_steps=5, epochs=3,
+    "cpu": LoraSettings(name="cpu", r=16, alpha=32, dropout=0.05, lr=3e-4, warmup_steps=5, epochs=3,
                          micro_batch=4, grad_accum=2, max_length=512, checkpoint_every=5),
 }
 """``paper``: the authors' exp 4 recipe; ``cpu``: the 2-core preset (module docstring)."""
