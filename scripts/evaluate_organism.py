@@ -91,21 +91,21 @@ def main(argv: list[str] | None = None) -> int:
 
     base = get_spec(args.base)
     org_name = args.organism
-    work_report = Path("runs") / "organism" / org_name / "build_report.json"
-    try:
-        meta = read_organism(org_name)
-        trained_latents = set(meta["data"]["build_settings"]["latents"])
-    except FileNotFoundError:  # the adapter is still training: its data build (or the user) names the latents
-        if args.exclude_latents:
-            trained_latents = {int(x) for x in args.exclude_latents.split(",")}
-        else:
-            trained_latents = set(json.loads(work_report.read_text())["build_settings"]["latents"])
     root = args.runs / org_name
     root.mkdir(parents=True, exist_ok=True)
     sel_path = root / "eval_latents.json"
     if sel_path.is_file():
         latents = json.loads(sel_path.read_text())["latents"][: args.n_latents]
     else:
+        work_report = Path("runs") / "organism" / org_name / "build_report.json"
+        try:
+            meta = read_organism(org_name)
+            trained_latents = set(meta["data"]["build_settings"]["latents"])
+        except FileNotFoundError:  # the adapter is still training: its data build (or the user) names the latents
+            if args.exclude_latents:
+                trained_latents = {int(x) for x in args.exclude_latents.split(",")}
+            else:
+                trained_latents = set(json.loads(work_report.read_text())["build_settings"]["latents"])
         lm = load_model(base)
         sae = load_sae(base.sae_source)
         cands = select_latents(lm, sae, load_prompts("esr"), n_latents=args.n_latents + len(trained_latents),
