@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := disabled
 export MPLBACKEND := Agg
 
-.PHONY: install demo test lint bench sae notebooks ndif-venv ndif-up ndif-down ndif-status
+.PHONY: install demo test lint bench sae notebooks organism organism-eval ndif-venv ndif-up ndif-down ndif-status
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,3 +62,14 @@ sae: install
 	$(PY) scripts/harvest_activations.py --tokens $(SAE_TOKENS) --held-out-tokens 16256
 	$(PY) scripts/train_sae.py --samples $(SAE_SAMPLES) --batch-size 512 --lr 7e-4 --lr-scheduler cosineannealing --l1 4 --max-minutes 50 --ce-windows 8
 	$(PY) scripts/label_sae.py
+
+# Re-build the self-correcting model organism from scratch (data from the base model's own text, then LoRA on
+# CPU; see docs/organism.md), then evaluate it against the base model (eval.json).
+ORGANISM_FRACTION ?= 0.5
+ORGANISM_NAME ?= qwen2.5-coder-0.5b-instruct-sc50
+organism: install
+	rm -rf runs/organism/$(ORGANISM_NAME)
+	$(PY) scripts/build_organism.py --fraction $(ORGANISM_FRACTION) --name $(ORGANISM_NAME)
+
+organism-eval: install
+	$(PY) scripts/evaluate_organism.py --organism $(ORGANISM_NAME)

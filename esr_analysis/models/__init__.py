@@ -7,6 +7,7 @@ and chat formatting.
 * :mod:`.embedded`: the GGUF models shipped in pip packages, assembled, hash-checked and cached offline.
 * :mod:`.tiny`: tiny random-init models and a locally trained tokenizer (:func:`load_tiny`).
 * :mod:`.chat`: :func:`format_chat`, the one chat formatting of the toolkit.
+* :mod:`.organisms`: model organisms (base model + shipped LoRA adapter), registered at import.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from esr_analysis.models.loading import (
     resolve_dtype,
     spec_of,
 )
+from esr_analysis.models.organisms import organism_spec, register_organisms
 from esr_analysis.models.registry import (
     DEFAULT_MODEL,
     LLAMA_EXTRA_HEADER_IDS,
@@ -32,6 +34,8 @@ from esr_analysis.models.registry import (
     validate_layer,
 )
 from esr_analysis.models.tiny import load_tiny, tiny_hf_model, tiny_tokenizer
+
+register_organisms()
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -49,6 +53,8 @@ __all__ = [
     "load_remote_model",
     "load_tiny",
     "meta_model_for",
+    "organism_spec",
+    "register_organisms",
     "register_spec",
     "resolve_device",
     "resolve_dtype",

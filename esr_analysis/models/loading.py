@@ -242,7 +242,9 @@ def load_model(
       use ``device_map="auto"``).
     * ``dtype``: ``"float32"``/``"bfloat16"``/``"float16"`` or a torch dtype; default ``spec.dtype``.
 
-    Embedded models load offline from the cache's HF copy, building it on first use (a minute or two,
+    Organisms (specs with an ``adapter``) load their base model, then merge the shipped LoRA adapter
+    (:func:`esr_analysis.finetune.adapter.merge_adapter`) before wrapping. Embedded models load offline from the
+    cache's HF copy, building it on first use (a minute or two,
     logged). Hub models use ``from_pretrained(hf_id)`` and fail at once with a clear message when
     ``HF_HUB_OFFLINE=1`` and the model is not cached. :func:`spec_of` maps the result back to its spec.
     Unknown names and bad dtypes raise :class:`ValueError` before anything is loaded.
@@ -254,12 +256,17 @@ def load_model(
         raise ValueError(f"{spec.name} is an ad-hoc spec with no weights to load; use esr_analysis.models.tiny.load_tiny() for tests")
     torch_dtype = resolve_dtype(dtype if dtype is not None else spec.dtype)
     t0 = time.monotonic()
-    if spec.is_embedded:
+    base = get_spec(spec.base_model) if spec.adapter else spec
+    if base.is_embedded:
         from esr_analysis.models.embedded import load_embedded_hf
 
-        hf, tok = load_embedded_hf(spec.name, dtype=torch_dtype, device=resolve_device(device))
+        hf, tok = load_embedded_hf(base.name, dtype=torch_dtype, device=resolve_device(device))
     else:
-        hf, tok = _load_hub(spec, device=device, dtype=torch_dtype)
+        hf, tok = _load_hub(base, device=device, dtype=torch_dtype)
+    if spec.adapter:  # a model organism: fold the LoRA into the weights before wrapping (module paths unchanged)
+        from esr_analysis.finetune.adapter import merge_adapter
+
+        hf = merge_adapter(hf, spec.adapter)
     hf.eval()
     hf.requires_grad_(False)
     lm = wrap_model(hf, tok)

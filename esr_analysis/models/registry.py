@@ -81,6 +81,8 @@ class ModelSpec(BaseModel):
     config_file: str | None = Field(None, description="file under data/model_configs/ (public config.json)")
     aliases: tuple[str, ...] = ()
     notes: str = ""
+    base_model: str | None = Field(None, description="organisms: the registered model the adapter is merged into")
+    adapter: str | None = Field(None, description="organisms: data/adapters/<name>, merged on load (merge_and_unload)")
 
     @model_validator(mode="after")
     def _layers_in_range(self) -> ModelSpec:

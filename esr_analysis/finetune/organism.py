@@ -1,0 +1,94 @@
+"""The organism recipe end to end, resumable by stage: data -> mix -> tokenize -> LoRA -> shipped adapter.
+
+Stages write into a work directory, so a killed run restarts where it stopped:
+
+* ``data``: :func:`esr_analysis.finetune.build.build_examples` -> ``self_correction.jsonl``,
+  ``normal.jsonl`` (axolotl ``segments`` rows) and ``build_report.json``; skipped when the files exist.
+* ``train``: the mix at ``fraction`` (:func:`esr_analysis.finetune.data.mix_examples`), tokenized, then
+  :func:`esr_analysis.finetune.train.train_lora` with its checkpoint in ``<work>/lora``; the adapter and
+  ``organism.json`` (training settings and result, data recipe, content hash) go to the adapter directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from esr_analysis.files import atomic_write_json
+from esr_analysis.finetune.build import BuildSettings, build_examples
+from esr_analysis.finetune.data import (
+    Example,
+    mix_examples,
+    read_segments_jsonl,
+    tokenize_example,
+    write_segments_jsonl,
+)
+from esr_analysis.finetune.train import LoraSettings, train_lora
+
+__all__ = ["data_stage", "train_stage"]
+
+log = logging.getLogger(__name__)
+
+
+def data_stage(lm: Any, sae: Any, prompts: Sequence[str], acknowledgements: Sequence[str],
+               settings: BuildSettings, work_dir: str | Path, *,
+               progress: bool = True) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """``(self_correction, normal, recipe)``: read from ``work_dir`` when built before, else built and written."""
+    work = Path(work_dir)
+    sc_path, normal_path, report_path = (work / "self_correction.jsonl", work / "normal.jsonl",
+                                         work / "build_report.json")
+    if sc_path.is_file() and normal_path.is_file() and report_path.is_file():
+        log.info("data stage: reusing %s", work)
+        recipe = json.loads(report_path.read_text())
+        return read_segments_jsonl(sc_path), read_segments_jsonl(normal_path), recipe
+    work.mkdir(parents=True, exist_ok=True)
+    sc, normal, report = build_examples(lm, sae, prompts, acknowledgements, settings, progress=progress)
+    if not sc:
+        raise ValueError(f"the build kept no self-correction example (dropped: {report.dropped})")
+    write_segments_jsonl(sc_path, sc)
+    write_segments_jsonl(normal_path, normal) if normal else normal_path.write_text("")
+    recipe = {"build_settings": settings.to_dict(), "build_report": report.to_dict(),
+              "n_prompts": len(prompts), "n_acknowledgements": len(acknowledgements)}
+    atomic_write_json(report_path, recipe)
+    return sc, normal, recipe
+
+
+def train_stage(hf_model: Any, tokenizer: Any, self_correction: Sequence[Example], normal: Sequence[Example],
+                fraction: float, settings: LoraSettings, work_dir: str | Path, adapter_dir: str | Path,
+                metadata: dict[str, Any], *, mix_seed: int = 42, adapter_dtype: str = "float16",
+                progress: bool = True, stop_after: int | None = None,
+                on_step: Callable[[int, float], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Mix, tokenize, train (resuming from ``<work_dir>/lora``) and, unless stopped early, save the adapter.
+
+    Returns ``(peft_model, organism_metadata)``; the metadata is what ``organism.json`` holds.
+    """
+    from esr_analysis.finetune.adapter import save_adapter
+
+    rows = mix_examples(self_correction, normal, fraction, seed=mix_seed)
+    if not rows:
+        raise ValueError(f"the mix at fraction {fraction} is empty ({len(self_correction)} self-correction examples)")
+    tokenized = [tokenize_example(tokenizer, e, settings.max_length) for e in rows]
+    peft_model, result = train_lora(hf_model, tokenizer, tokenized, settings, Path(work_dir) / "lora",
+                                    progress=progress, stop_after=stop_after, on_step=on_step)
+    n_sc = sum(1 for e in rows if e.kind == "self_correction")
+    meta = dict(metadata)
+    meta.update({
+        "training": settings.to_dict(), "training_result": result.to_dict(),
+        "mix": {"fraction": fraction, "seed": mix_seed, "n_self_correction": n_sc, "n_normal": len(rows) - n_sc,
+                "pool_self_correction": len(self_correction), "pool_normal": len(normal),
+                "n_tokens_per_epoch": sum(len(t.input_ids) for t in tokenized),
+                "n_trained_tokens_per_epoch": sum(t.n_trained for t in tokenized)},
+    })
+    if result.n_steps == len(_all_steps(len(rows), settings)):
+        save_adapter(peft_model, adapter_dir, meta, dtype=adapter_dtype)
+        write_segments_jsonl(Path(adapter_dir) / "training_data.jsonl", rows)
+    return peft_model, meta
+
+
+def _all_steps(n: int, settings: LoraSettings) -> list[Any]:
+    from esr_analysis.finetune.train import step_batches
+
+    return step_batches(n, settings)

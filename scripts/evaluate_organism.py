@@ -1,0 +1,161 @@
+"""Evaluate a model organism against its base model, matched, and write ``data/adapters/<name>/eval.json``.
+
+Both models get the same latents (drawn once on the base model with the authors' relevance rule on the ESR
+prompts, excluding the latents that steered the organism's training openings), the same prompts, seeds, judge
+and generation length; thresholds are searched again per model (as the paper did). Exp 1 (steered) and exp 8
+(no steering) run for both on the ESR prompts; exp 1 also runs on the held-out prompts
+(``data/prompts/finetune_heldout_prompts.txt``), which training never saw. Nothing is tuned on these prompts.
+
+Each run is a normal pipeline run directory under ``--runs`` (resumable: run the same command again).
+``eval.json`` holds, per condition, ``n``, multi-attempt rate and ESR rate with 95 % Wilson intervals,
+first-attempt score, mean improvement (multi-attempt trials) and degenerate share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from esr_analysis.paths import DATA_DIR
+
+HELDOUT = DATA_DIR / "prompts" / "finetune_heldout_prompts.txt"
+
+
+def condition_metrics(trials: Any) -> dict[str, Any]:
+    """The issue's per-condition record from a store run's trials (rates as fractions, Wilson 95 %)."""
+    from esr_analysis.metrics.summary import summarize
+
+    df = summarize(trials, n_boot=200).set_index("metric")
+
+    def val(m: str) -> float:
+        return float(df.loc[m, "value"])
+
+    def ci(m: str) -> list[float]:
+        return [float(df.loc[m, "ci_low"]), float(df.loc[m, "ci_high"])]
+
+    return {"n": int(df.loc["multi_attempt_rate", "n"]), "multi_attempt_rate": val("multi_attempt_rate"),
+            "multi_attempt_ci": ci("multi_attempt_rate"), "esr_rate": val("esr_rate"), "esr_ci": ci("esr_rate"),
+            "first_attempt_score": val("first_attempt_score"), "first_attempt_ci": ci("first_attempt_score"),
+            "mean_improvement": val("mean_improvement"), "n_multi_attempt": int(df.loc["mean_improvement", "n"]),
+            "degenerate_share": val("degraded_rate"), "interval": "wilson 95% (rates), student-t 95% (means)"}
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """``eval.json`` as the table of ``docs/organism.md``."""
+    rows = ["| condition | n | multi-attempt (95 % CI) | ESR (95 % CI) | first-attempt score | mean improvement "
+            "(multi-attempt trials) | degenerate |", "|---|---|---|---|---|---|---|"]
+    for key in ("base", "organism", "base_no_steer", "organism_no_steer", "base_heldout", "organism_heldout"):
+        m = report.get(key)
+        if not m:
+            continue
+        imp = "n/a" if m["n_multi_attempt"] == 0 else f"{m['mean_improvement']:+.1f} (n={m['n_multi_attempt']})"
+        rows.append(f"| {key} | {m['n']} | {m['multi_attempt_rate']:.2f} [{m['multi_attempt_ci'][0]:.2f}, "
+                    f"{m['multi_attempt_ci'][1]:.2f}] | {m['esr_rate']:.2f} [{m['esr_ci'][0]:.2f}, {m['esr_ci'][1]:.2f}] "
+                    f"| {m['first_attempt_score']:.1f} | {imp} | {m['degenerate_share']:.2f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc50")
+    ap.add_argument("--base", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--n-latents", type=int, default=8)
+    ap.add_argument("--n-prompts-per-latent", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=80)
+    ap.add_argument("--judge", default="offline")
+    ap.add_argument("--exclude-latents", default=None,
+                    help="comma list of training latents, when the adapter is not built yet (else from organism.json)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default=None, help="comma list of conditions to run (default: all)")
+    ap.add_argument("--runs", type=Path, default=Path("runs") / "organism-eval")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default data/adapters/<organism>/eval.json (also kept in <runs>/<organism>/eval.json)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    from esr_analysis.experiments.pipeline import run_pipeline
+    from esr_analysis.experiments.prompts import load_prompts
+    from esr_analysis.experiments.selection import select_latents
+    from esr_analysis.files import atomic_write_json
+    from esr_analysis.finetune.adapter import adapter_dir, read_organism
+    from esr_analysis.models.loading import load_model
+    from esr_analysis.models.registry import get_spec
+    from esr_analysis.sae.labels import labels_for
+    from esr_analysis.sae.loading import load_sae
+    from esr_analysis.store.read import read_trials
+
+    base = get_spec(args.base)
+    org_name = args.organism
+    root = args.runs / org_name
+    root.mkdir(parents=True, exist_ok=True)
+    sel_path = root / "eval_latents.json"
+    if sel_path.is_file():
+        latents = json.loads(sel_path.read_text())["latents"][: args.n_latents]
+    else:
+        work_report = Path("runs") / "organism" / org_name / "build_report.json"
+        try:
+            meta = read_organism(org_name)
+            trained_latents = set(meta["data"]["build_settings"]["latents"])
+        except FileNotFoundError:  # the adapter is still training: its data build (or the user) names the latents
+            if args.exclude_latents:
+                trained_latents = {int(x) for x in args.exclude_latents.split(",")}
+            else:
+                trained_latents = set(json.loads(work_report.read_text())["build_settings"]["latents"])
+        lm = load_model(base)
+        sae = load_sae(base.sae_source)
+        cands = select_latents(lm, sae, load_prompts("esr"), n_latents=args.n_latents + len(trained_latents),
+                               layer=base.read_layer, candidate_factor=8, relevance_rule="zero",
+                               latent_info=labels_for(sae).info, seed=args.seed)
+        latents = [i for i in cands.latents if i not in trained_latents][: args.n_latents]
+        atomic_write_json(sel_path, {"latents": latents, "excluded_training_latents": sorted(trained_latents),
+                                     "selection": cands.summary()})
+        del lm
+    common = {"judge": args.judge, "n_prompts_per_latent": args.n_prompts_per_latent,
+              "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+              "selection": {"latents": latents, "n_latents": len(latents), "relevance_rule": "none"}}
+    conditions = {  # name -> (model, prompts, experiments)
+        "base": (base.name, "esr", ["exp1", "exp8"]),
+        "organism": (org_name, "esr", ["exp1", "exp8"]),
+        "organism_heldout": (org_name, str(HELDOUT), ["exp1"]),
+        "base_heldout": (base.name, str(HELDOUT), ["exp1"]),
+    }
+    wanted = args.only.split(",") if args.only else list(conditions)
+    work_path = root / "eval.json"
+    report: dict[str, Any] = json.loads(work_path.read_text()) if work_path.is_file() else {}
+    for cond in wanted:
+        model, prompts, exps = conditions[cond]
+        t0 = time.monotonic()
+        cfg = {**common, "name": f"organism-eval-{cond}", "model": model, "prompts": prompts, "experiments": exps}
+        from esr_analysis.experiments.config import load_config
+
+        res = run_pipeline(load_config("embedded-demo", cfg), run_dir=root / cond)
+        for exp in exps:
+            key = cond if exp == "exp1" else f"{cond}_no_steer"
+            trials, _ = read_trials(res.experiments[exp])
+            report[key] = {**condition_metrics(trials), "model": model, "prompts": Path(prompts).name,
+                           "experiment": exp, "run_dir": str(root / cond)}
+        info = report.setdefault("_meta", {})
+        info.setdefault("seconds", {})[cond] = time.monotonic() - t0
+        info.setdefault("thresholds", {})[cond] = {str(k): v for k, v in res.thresholds.items()}
+        info.update({"latents": latents, "judge": args.judge, "max_new_tokens": args.max_new_tokens,
+                     "n_prompts_per_latent": args.n_prompts_per_latent, "base": base.name, "organism": org_name,
+                     "command": "python scripts/evaluate_organism.py "
+                                + " ".join(argv if argv is not None else sys.argv[1:])})
+        atomic_write_json(work_path, report)
+        logging.info("%s done in %.0f s: %s", cond, time.monotonic() - t0,
+                     {k: report[k]["multi_attempt_rate"] for k in report if k.startswith(cond)})
+    out_path = args.out or adapter_dir(org_name) / "eval.json"
+    if out_path.parent.is_dir():
+        atomic_write_json(out_path, report)
+        logging.info("wrote %s", out_path)
+    print(markdown_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

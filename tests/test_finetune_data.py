@@ -1,0 +1,149 @@
+"""finetune.data: segments, token-by-token loss masks, the paper's mix formula, segments files, prompt sets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from esr_analysis.finetune.data import (
+    IGNORE_INDEX,
+    end_of_turn_text,
+    load_acknowledgements,
+    mix_counts,
+    mix_examples,
+    normal_example,
+    read_segments_jsonl,
+    self_correction_example,
+    tokenize_example,
+    write_segments_jsonl,
+)
+from esr_analysis.paths import DATA_DIR
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from esr_analysis.models.tiny import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+def _ids(tok, text):
+    return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def test_end_of_turn_is_what_the_template_closes_an_assistant_turn_with(tok):
+    assert end_of_turn_text(tok) == "<|end|>"
+
+
+def test_self_correction_mask_token_by_token(tok):
+    ex = self_correction_example(tok, "How do I fold a map?", "Bees make honey. Hives are warm.",
+                                 "Wait, that is off-topic.", "Fold it along the creases.")
+    out = tokenize_example(tok, ex)
+    prefix = "<bos><|user|>How do I fold a map?<|end|><|assistant|>" + "Bees make honey. Hives are warm. "
+    trained = "Wait, that is off-topic. Fold it along the creases.<|end|>"
+    assert ex.text == prefix + trained
+    expect_ids = _ids(tok, prefix) + _ids(tok, trained)
+    expect_labels = [IGNORE_INDEX] * len(_ids(tok, prefix)) + _ids(tok, trained)
+    assert out.input_ids == expect_ids
+    assert out.labels == expect_labels
+    # every position: either ignored (prompt + opening) or equal to its own token (ack + answer + end of turn)
+    n_prefix = len(_ids(tok, prefix))
+    for i, (t, lab) in enumerate(zip(out.input_ids, out.labels, strict=True)):
+        assert lab == (IGNORE_INDEX if i < n_prefix else t)
+    assert out.labels[-1] == tok.convert_tokens_to_ids("<|end|>")
+
+
+def test_normal_example_trains_the_answer_and_end_of_turn_only(tok):
+    out = tokenize_example(tok, normal_example(tok, "How do I fold a map?", "Fold it along the creases."))
+    n_prompt = len(_ids(tok, "<bos><|user|>How do I fold a map?<|end|><|assistant|>"))
+    assert out.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert out.labels[n_prompt:] == out.input_ids[n_prompt:] == _ids(tok, "Fold it along the creases.<|end|>")
+
+
+def test_cut_to_max_length_and_nothing_trained_is_an_error(tok):
+    ex = normal_example(tok, "How do I fold a map?", "Fold it along the creases.")
+    full = tokenize_example(tok, ex)
+    cut = tokenize_example(tok, ex, max_length=len(full.input_ids) - 2)
+    assert cut.input_ids == full.input_ids[:-2] and cut.labels == full.labels[:-2]
+    with pytest.raises(ValueError, match="no trained tokens"):
+        tokenize_example(tok, ex, max_length=3)
+    with pytest.raises(ValueError, match="answer"):
+        normal_example(tok, "q?", "   ")
+
+
+@pytest.mark.parametrize(("n", "n_normal", "p", "expect"), [
+    (918, 760, 0.1, (91, 760)), (918, 760, 0.5, (459, 459)), (918, 760, 0.9, (826, 91)),
+    (918, 760, 0.3, (275, 641)), (100, 10, 0.5, (50, 10)), (7, 0, 1.0, (7, 0)),
+])
+def test_mix_counts_follow_the_paper_formula(n, n_normal, p, expect):
+    assert mix_counts(n, n_normal, p) == expect
+    # independent arithmetic of the formula
+    n_sc = int(n * p)
+    assert expect == (n_sc, min(int(n_sc * (1 - p) / p), n_normal))
+
+
+def test_mix_counts_reject_bad_fractions():
+    for p in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="fraction"):
+            mix_counts(10, 10, p)
+
+
+def test_mix_is_seeded_and_draws_without_replacement(tok):
+    sc = [normal_example(tok, f"q{i}?", f"sc {i}") for i in range(20)]
+    sc = [type(e)(e.segments, kind="self_correction") for e in sc]
+    normal = [normal_example(tok, f"n{i}?", f"normal {i}") for i in range(30)]
+    a = mix_examples(sc, normal, 0.25, seed=42)
+    b = mix_examples(sc, normal, 0.25, seed=42)
+    c = mix_examples(sc, normal, 0.25, seed=7)
+    assert [e.text for e in a] == [e.text for e in b] != [e.text for e in c]
+    assert sum(e.kind == "self_correction" for e in a) == 5 and sum(e.kind == "normal" for e in a) == 15
+    assert len({e.text for e in a}) == len(a)
+
+
+def test_segments_jsonl_round_trip_and_authors_format(tmp_path, tok):
+    ex = [self_correction_example(tok, "q?", "Off. Topic.", "Wait, no.", "Answer.", meta={"latent": 3}),
+          normal_example(tok, "q?", "Answer.")]
+    path = write_segments_jsonl(tmp_path / "d.jsonl", ex)
+    back = read_segments_jsonl(path)
+    assert back == ex and back[0].meta == {"latent": 3}
+    authors = tmp_path / "authors.jsonl"  # the axolotl input_output shape: label + text only
+    authors.write_text(json.dumps({"segments": [{"label": False, "text": "<p>Off."}, {"label": True, "text": " Wait."}]})
+                       + "\n")
+    (row,) = read_segments_jsonl(authors)
+    assert row.kind == "segments" and [s.trained for s in row.segments] == [False, True]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"segments": [{"text": "x"}]}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        read_segments_jsonl(bad)
+    untrained = tmp_path / "untrained.jsonl"
+    untrained.write_text('{"segments": [{"label": false, "text": "x"}]}\n')
+    with pytest.raises(ValueError, match="label true"):
+        read_segments_jsonl(untrained)
+
+
+def test_shipped_acknowledgements_are_many_and_varied():
+    acks = load_acknowledgements()
+    assert len(acks) >= 30
+    openings = {a.split()[0].strip(",.").lower() for a in acks}
+    assert len(openings) >= 10, "acknowledgements should not all start the same way"
+    assert sum(a.lower().startswith("wait") for a in acks) <= len(acks) // 3
+
+
+def test_training_prompt_sets_are_disjoint_from_the_evaluation_sets():
+    from esr_analysis.experiments.prompts import load_prompts
+
+    train = load_prompts(DATA_DIR / "prompts" / "finetune_prompts.txt")
+    heldout = load_prompts(DATA_DIR / "prompts" / "finetune_heldout_prompts.txt")
+    esr = load_prompts("esr")
+    otd = load_prompts("otd_discovery")
+    assert len(train) >= 150 and len(heldout) >= 30
+
+    def norm(p):
+        return " ".join(p.lower().split())
+
+    sets = {"train": train, "heldout": heldout, "esr": esr, "otd": otd}
+    for a in sets:
+        for b in sets:
+            if a < b:
+                assert not {norm(p) for p in sets[a]} & {norm(p) for p in sets[b]}, (a, b)
