@@ -11,4 +11,4 @@ def test_notebook_06_pairing():
 
 
 def test_notebook_06_runs_small(tmp_path):
-    execute_notebook("06_model_organism", env={"ESR_CACHE_DIR": str(tmp_path / "cache")})
+    execute_notebook("06_model_organism", tmp_path / "nb", env={"ESR_CACHE_DIR": str(tmp_path / "cache")})

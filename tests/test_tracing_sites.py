@@ -7,17 +7,14 @@ import torch
 
 from esr_analysis.errors import ConfigError
 from esr_analysis.models.tiny import tiny_config, tiny_hf_model, tiny_multimodal_gemma3, tiny_tokenizer
-from esr_analysis.tracing import wrap_model
+from esr_analysis.tracing import import_nnsight, wrap_model
+from esr_analysis.tracing.kernels import module_at, read_site, write_site
 from esr_analysis.tracing.sites import (
     ModelSites,
     Site,
     find_sites,
     head_contributions,
-    module_at,
-    read_site,
-    save_site,
     split_heads,
-    write_site,
 )
 
 ARCHS = ["llama", "qwen2", "gemma2", "gemma3", "gemma3-multimodal", "llama-o-bias"]
@@ -27,6 +24,11 @@ MM_PATHS = {"layers": "model.language_model.layers", "final_norm": "model.langua
 IDS = torch.tensor([[1, 17, 40, 93, 5, 211, 8], [0, 0, 1, 33, 60, 7, 301]])
 MASK = (IDS != 0).long()
 MASK[:, 2:] = 1
+
+
+def _save(lm, where: dict):
+    """Inside a trace: capture a site's value (detached, on CPU)."""
+    return import_nnsight().save(read_site(lm, where).detach().cpu())
 
 
 def _hf(arch: str, seed: int = 0):
@@ -112,12 +114,12 @@ def test_nnsight_reads_match_plain_hooks(arch):
     assert find_sites(lm) == sites
     layer = 1
     with torch.no_grad(), lm.trace({"input_ids": IDS, "attention_mask": MASK}):  # sites in forward order
-        head = save_site(lm, Site("head", layer, 2), sites)
-        attn = save_site(lm, Site("attn_out", layer), sites)
-        mlp = save_site(lm, Site("mlp_out", layer), sites)
-        block = save_site(lm, Site("block_out", layer), sites)
-        norm = save_site(lm, Site("final_norm"), sites)
-        logits = save_site(lm, Site("logits"), sites)
+        head = _save(lm, sites.where(Site("head", layer, 2)))
+        attn = _save(lm, sites.where(Site("attn_out", layer)))
+        mlp = _save(lm, sites.where(Site("mlp_out", layer)))
+        block = _save(lm, sites.where(Site("block_out", layer)))
+        norm = _save(lm, sites.where(Site("final_norm")))
+        logits = _save(lm, sites.where(Site("logits")))
     ref = _hook_run(hf, sites, layer)
     torch.testing.assert_close(head, split_heads(ref["o_in"], 4)[..., 2, :])
     for kind, value in [("attn_out", attn), ("mlp_out", mlp), ("block_out", block), ("final_norm", norm),
@@ -142,9 +144,9 @@ def test_editing_one_head_changes_exactly_that_head(arch):
     clean = _hook_run(hf, sites, layer)
     edited = _hook_run(hf, sites, layer, pre_edit=hook_edit)
     with torch.no_grad(), lm.trace({"input_ids": IDS, "attention_mask": MASK}):
-        write_site(lm, Site("head", layer, head), new, sites)
-        attn = save_site(lm, Site("attn_out", layer), sites)
-        logits = save_site(lm, Site("logits"), sites)
+        write_site(lm, sites.where(Site("head", layer, head)), new)
+        attn = _save(lm, sites.where(Site("attn_out", layer)))
+        logits = _save(lm, sites.where(Site("logits")))
     # the site edit is the hook edit, downstream too
     torch.testing.assert_close(attn, edited["attn_out"])
     torch.testing.assert_close(logits, edited["logits"], atol=1e-5, rtol=1e-5)
@@ -169,9 +171,11 @@ def test_site_edit_round_trips_through_remote_local_serialisation():
     register_kernels()
     new = torch.zeros(*IDS.shape, sites.head_dim)
     edited = _hook_run(hf, sites, 1, pre_edit=lambda x: torch.cat([x[..., :16], new, x[..., 32:]], -1))
+    head, unembed = sites.where(Site("head", 1, 1)), sites.where(Site("logits"))  # plain dicts, built outside
+    nnsight = import_nnsight()
     with torch.no_grad(), lm.trace({"input_ids": IDS, "attention_mask": MASK}, remote="local"):
-        write_site(lm, Site("head", 1, 1), new, sites)
-        logits = save_site(lm, Site("logits"), sites)
+        write_site(lm, head, new)  # only kernels code and plain data inside, as NDIF requires
+        logits = nnsight.save(read_site(lm, unembed).detach().cpu())
     torch.testing.assert_close(logits, edited["logits"], atol=1e-5, rtol=1e-5)
 
 
@@ -219,6 +223,6 @@ def test_module_at_walks_names_and_indices():
     lm = wrap_model(hf, tiny_tokenizer())
     sites = find_sites(lm)
     with torch.no_grad(), lm.trace({"input_ids": IDS, "attention_mask": MASK}):
-        first = save_site(lm, Site("block_out", 0), sites)
-        same = read_site(lm, Site("block_out", 1), sites).save()
+        first = _save(lm, sites.where(Site("block_out", 0)))
+        same = read_site(lm, sites.where(Site("block_out", 1))).save()
     assert first.shape == same.shape == (*IDS.shape, 64)

@@ -25,7 +25,7 @@ from esr_analysis.tracing.core import (
     register_kernels,
     wrap_model,
 )
-from esr_analysis.tracing.kernels import edit_delta, encode_slice
+from esr_analysis.tracing.kernels import edit_delta, encode_slice, read_site, write_site
 from esr_analysis.tracing.plans import (
     STEP0_SCOPES,
     LayerPlan,
@@ -46,10 +46,7 @@ from esr_analysis.tracing.sites import (
     decoder_layers,
     find_sites,
     head_contributions,
-    read_site,
-    save_site,
     split_heads,
-    write_site,
 )
 
 __all__ = [
@@ -73,7 +70,6 @@ __all__ = [
     "meta_model",
     "read_site",
     "register_kernels",
-    "save_site",
     "scan_shapes",
     "split_heads",
     "step0_masks",

@@ -81,6 +81,38 @@ def set_block_hidden(block: Any, hidden: Any) -> None:
     block.output = (hidden,) + tuple(out[1:]) if isinstance(out, tuple) else hidden
 
 
+def read_site(lm: Any, where: dict[str, Any]) -> Any:
+    """Inside a trace: the value at a component site, given as ``ModelSites.where(site)`` (a plain dict).
+
+    ``[B, T, d_head]`` for a head (its slice of the ``o_proj`` input), else the module's output hidden state
+    ``[B, T, D]`` (or the logits for the unembedding).
+    """
+    module = module_at(lm, where["path"])
+    if where["kind"] == "block_out":
+        return block_hidden(module)
+    if where["kind"] == "head":
+        x = module.input
+        return x.unflatten(-1, (where["n_heads"], x.shape[-1] // where["n_heads"]))[..., where["head"], :]
+    return module.output
+
+
+def write_site(lm: Any, where: dict[str, Any], value: Any) -> None:
+    """Inside a trace: replace the value at a site (``ModelSites.where(site)``) with ``value``, shaped as
+    :func:`read_site` returns it. For a head only that head's slice of the ``o_proj`` input changes, so only
+    its contribution to the attention output changes."""
+    module = module_at(lm, where["path"])
+    if where["kind"] == "block_out":
+        set_block_hidden(module, value)
+    elif where["kind"] == "head":
+        x = module.input
+        new = x.clone()
+        n_heads = where["n_heads"]
+        new.unflatten(-1, (n_heads, x.shape[-1] // n_heads))[..., where["head"], :] = value.to(x.dtype)
+        module.input = new
+    else:
+        module.output = value
+
+
 def apply_plan(module: Any, plan: dict[str, Any], masks: dict[str, Any]) -> Any:
     """Inside a trace: apply ``plan``'s edits to decoder block ``module``'s output; return the (edited) hidden
     state ``[B, T, D]``."""

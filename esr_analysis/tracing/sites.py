@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from esr_analysis.errors import ConfigError
-from esr_analysis.tracing.kernels import block_hidden, module_at, set_block_hidden
+from esr_analysis.tracing.kernels import module_at
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -94,6 +94,15 @@ class ModelSites:
             raise ConfigError(f"layer {site.layer} is out of range: the model has {self.n_layers} decoder layers")
         if site.head is not None and not 0 <= site.head < self.n_heads:
             raise ConfigError(f"head {site.head} is out of range: the model has {self.n_heads} attention heads")
+
+    def where(self, site: Site) -> dict[str, Any]:
+        """``site`` as plain data for the in-trace helpers :func:`~esr_analysis.tracing.kernels.read_site` /
+        :func:`~esr_analysis.tracing.kernels.write_site`: ``{"path", "kind", "head", "n_heads"}``.
+
+        Build it *before* entering a trace: nothing of this module may run inside one (NDIF only has the
+        kernels), so a site travels into a trace as this dict.
+        """
+        return {"path": self.module_path(site), "kind": site.kind, "head": site.head, "n_heads": self.n_heads}
 
     def layer_path(self, layer: int) -> str:
         """Dotted path of decoder layer ``layer``."""
@@ -230,37 +239,3 @@ def head_contributions(o_proj_input: torch.Tensor, o_proj_weight: torch.Tensor, 
 def decoder_layers(lm: Any, sites: ModelSites) -> Any:
     """The decoder-layer list of ``lm`` (index it with a layer number)."""
     return module_at(lm, sites.layers)
-
-
-def read_site(lm: Any, site: Site, sites: ModelSites) -> Any:
-    """Inside a trace: the value at ``site`` (``[B, T, d_head]`` for a head, else ``[B, T, D]`` or logits)."""
-    module = module_at(lm, sites.module_path(site))
-    if site.kind == "block_out":
-        return block_hidden(module)
-    if site.kind == "head":
-        return split_heads(module.input, sites.n_heads)[..., site.head, :]
-    return module.output
-
-
-def write_site(lm: Any, site: Site, value: Any, sites: ModelSites) -> None:
-    """Inside a trace: replace the value at ``site`` with ``value`` (same shape as :func:`read_site` gives).
-
-    For a head, only that head's slice of the ``o_proj`` input changes, so only its contribution changes.
-    """
-    module = module_at(lm, sites.module_path(site))
-    if site.kind == "block_out":
-        set_block_hidden(module, value)
-    elif site.kind == "head":
-        x = module.input
-        new = x.clone()
-        split_heads(new, sites.n_heads)[..., site.head, :] = value.to(x.dtype)
-        module.input = new
-    else:
-        module.output = value
-
-
-def save_site(lm: Any, site: Site, sites: ModelSites) -> Any:
-    """Inside a trace: capture the value at ``site`` (detached, on CPU) so it is available after the trace."""
-    from esr_analysis.tracing.core import import_nnsight
-
-    return import_nnsight().save(read_site(lm, site, sites).detach().cpu())
