@@ -23,11 +23,13 @@ install: $(STAMP)
 demo: install
 	$(PY) -m esr_analysis demo
 
-test: install
+# `make test` runs the linters first (ruff + mypy), so CI checks style, types and behaviour in one command.
+test: lint
 	$(PY) -m pytest -q -rs
 
 lint: install
 	$(VENV)/bin/ruff check esr_analysis tests benchmarks notebooks scripts
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) benchmarks/bench_generate.py
