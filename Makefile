@@ -38,11 +38,13 @@ ndif-down: install
 ndif-status: install
 	$(NDIF) status
 
-test: install ndif-venv
+# `make test` runs the linters first (ruff + mypy), so CI checks style, types and behaviour in one command.
+test: lint ndif-venv
 	$(PY) -m pytest -q -rs
 
 lint: install
 	$(VENV)/bin/ruff check esr_analysis tests benchmarks notebooks scripts
+	$(VENV)/bin/mypy
 
 # Re-execute every notebook at its full setting on the embedded model and write the outputs into the
 # committed .ipynb (figures visible on GitHub); the .py files are the source. See scripts/run_notebooks.py.

@@ -80,7 +80,9 @@ def _hook_run(hf, sites: ModelSites, layer: int, pre_edit=None) -> dict[str, tor
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_find_sites_paths_and_geometry(arch):
-    sites = find_sites(_hf(arch))
+    hf = _hf(arch)
+    sites = find_sites(hf)
+    assert find_sites(hf) is sites and find_sites(_hf(arch)) == sites  # remembered per model object
     expected = MM_PATHS if arch == "gemma3-multimodal" else TEXT_PATHS
     assert (sites.layers, sites.final_norm, sites.unembed) == tuple(expected.values())
     assert (sites.attention, sites.o_proj, sites.mlp) == ("self_attn", "self_attn.o_proj", "mlp")

@@ -70,6 +70,10 @@ class SearchConfig(_Strict):
         return v
 
 
+CalibrationMode = Literal["sigma", "multiple"]
+CALIBRATION_MODES: tuple[CalibrationMode, ...] = ("sigma", "multiple")
+
+
 class BoostConfig(_Strict):
     """Exp 2 levels: ``n_levels`` evenly spaced over mu +- range_std * sigma of the thresholds (clamped at 0,
     the authors' definition), and ``multiples`` of each latent's own threshold."""
@@ -77,7 +81,7 @@ class BoostConfig(_Strict):
     n_levels: int = Field(10, ge=2)
     range_std: float = Field(3.0, gt=0)
     multiples: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 1.5, 2.0])
-    modes: list[Literal["sigma", "multiple"]] = Field(default_factory=lambda: ["sigma", "multiple"])
+    modes: list[CalibrationMode] = Field(default_factory=lambda: list(CALIBRATION_MODES))
 
 
 class ExperimentConfig(_Strict):

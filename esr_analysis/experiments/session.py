@@ -133,10 +133,11 @@ class Session:
             chat = {"chat": True, "llama_extra_header": self.config.llama_extra_header}
             sae_id = self.sae_identity
             for i in range(n):
-                keys[i] = GenerationCache.key(model_id=self.model_id, sae=sae_id,
-                                              interventions=interventions[i], prompt=prompts[i], seed=seeds[i],
-                                              settings=settings, chat=chat, versions=versions)
-                out[i] = self.gen_cache.get(keys[i])
+                key = GenerationCache.key(model_id=self.model_id, sae=sae_id,
+                                          interventions=interventions[i], prompt=prompts[i], seed=seeds[i],
+                                          settings=settings, chat=chat, versions=versions)
+                keys[i] = key
+                out[i] = self.gen_cache.get(key)
         todo = [i for i in range(n) if out[i] is None]
         self.stats["gen_cached"] += n - len(todo)
         if todo:
@@ -149,8 +150,9 @@ class Session:
             self.stats["generated"] += len(todo)
             for i, r in zip(todo, res, strict=True):
                 out[i] = r
-                if self.gen_cache is not None and keys[i] is not None:
-                    self.gen_cache.put(keys[i], r)
+                key_i = keys[i]
+                if self.gen_cache is not None and key_i is not None:
+                    self.gen_cache.put(key_i, r)
         return out
 
     def grade(self, prompts: Sequence[str], responses: Sequence[str], labels: Sequence[str],

@@ -79,8 +79,10 @@ def run_trials(session: Any, run_dir: str | Path, experiment: str, specs: Sequen
     with open_run(run_dir, manifest, resume=True) as writer:
         keyed = [(s, spec_key(session, experiment, s)) for s in specs]
         pending = [(s, k) for s, k in keyed if not writer.is_done(k)]
-        seen: set[str] = set()
-        pending = [(s, k) for s, k in pending if not (k in seen or seen.add(k))]
+        first_of_key: dict[str, Any] = {}
+        for s, k in pending:
+            first_of_key.setdefault(k, (s, k))
+        pending = list(first_of_key.values())
         settings = session.settings()
         step = session.config.batch_size
         from tqdm.auto import tqdm

@@ -99,9 +99,9 @@ def make_pairs(
         while any(p == i for i, p in enumerate(perm)):
             rng.shuffle(perm)
         for i, it in enumerate(items):
-            own, other = sentences(it.answer), sentences(items[perm[i]].answer)
-            for k in range(1, min(len(own), len(other) + 1)):
-                head, tail = " ".join(own[:k]), " ".join(other[k:] or other[-1:])
+            own, theirs = sentences(it.answer), sentences(items[perm[i]].answer)
+            for k in range(1, min(len(own), len(theirs) + 1)):
+                head, tail = " ".join(own[:k]), " ".join(theirs[k:] or theirs[-1:])
                 n_head, n_tail = len(head.split()), len(tail.split())
                 pairs.append(
                     Pair(it.prompt, f"{head} {tail}", items[perm[i]].label, n_head / (n_head + n_tail))

@@ -185,8 +185,10 @@ class OfflineJudge(Judge):
         for r, ss, cs in zip(requests, segs, contents, strict=True):
             attempts, details = [], []
             for seg, content in zip(ss, cs, strict=True):
-                cos_p = float(emb[texts[r.prompt]] @ emb[texts[content]]) if r.prompt else 0.0
-                cos_l = float(emb[texts[r.latent_label]] @ emb[texts[content]]) if r.latent_label else None
+                # emb is None only when there are no texts, and then no branch below reads it
+                cos_p = float(emb[texts[r.prompt]] @ emb[texts[content]]) if r.prompt and emb is not None else 0.0
+                cos_l = (float(emb[texts[r.latent_label]] @ emb[texts[content]])
+                         if r.latent_label and emb is not None else None)
                 p = self.probability(cos_p, cos_l)
                 degenerate = is_degenerate(seg)
                 score = round(100.0 * p, 2)

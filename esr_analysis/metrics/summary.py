@@ -143,7 +143,7 @@ def estimate(
     boot_low, boot_high = cluster_bootstrap_interval(
         values, clusters, n_boot=n_boot, seed=seed, confidence=confidence
     )
-    common = {
+    common: dict[str, Any] = {
         "metric": name,
         "n": n,
         "boot_low": boot_low,

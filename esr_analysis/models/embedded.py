@@ -194,9 +194,9 @@ def assemble_parts(
     Raises :class:`EmbeddedModelError` on a size or hash mismatch (``hint`` says how to fix it).
     """
     dest = Path(dest)
-    parts = [Path(p) for p in parts]
+    part_paths = [Path(p) for p in parts]
     if expected_size is not None:
-        total = sum(p.stat().st_size for p in parts)
+        total = sum(p.stat().st_size for p in part_paths)
         if total != expected_size:
             raise EmbeddedModelError(
                 f"the parts of {dest.name} add up to {total:,} bytes, expected {expected_size:,}; "
@@ -205,7 +205,7 @@ def assemble_parts(
     digest = hashlib.sha256()
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as out:
-            for part in parts:
+            for part in part_paths:
                 with open(part, "rb") as fh:
                     while block := fh.read(_CHUNK):
                         digest.update(block)
@@ -335,7 +335,7 @@ def _convert(name: str, gguf: Path, out_dir: Path) -> None:
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     model.config.quantization_config = None
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # nn.Module.__setattr__ is typed for tensors/modules only
     if hasattr(model.config, "_pre_quantization_dtype"):
         with contextlib.suppress(AttributeError):
             del model.config._pre_quantization_dtype
@@ -392,6 +392,6 @@ def load_embedded_hf(name: str, *, dtype: torch.dtype | None = None, device: str
     tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype or torch.float32, local_files_only=True)
     if device is not None:
-        model = model.to(device)
+        torch.nn.Module.to(model, device)  # in place; transformers' typed `to` wrapper rejects a device string
     model.eval().requires_grad_(False)
     return model, tok

@@ -384,8 +384,12 @@ def remember_spec(obj: Any, spec: ModelSpec) -> None:
     """Record that the loaded object ``obj`` is model ``spec``, without keeping ``obj`` alive (keyed by identity;
     nnsight objects proxy ``__eq__``/``__hash__``, so a WeakKeyDictionary is not safe)."""
     key = id(obj)
+
+    def forget(_ref: Any, key: int = key) -> None:
+        _MODEL_SPECS.pop(key, None)
+
     try:
-        ref = weakref.ref(obj, lambda _r, key=key: _MODEL_SPECS.pop(key, None))
+        ref = weakref.ref(obj, forget)
     except TypeError:  # not weak-referenceable: skip rather than leak
         return
     _MODEL_SPECS[key] = (ref, spec)

@@ -73,7 +73,7 @@ def tiny_tokenizer(vocab_size: int = 512):
 
 def tiny_config(arch: TinyArch = "llama", vocab_size: int = 512, n_layers: int = TINY_LAYERS):
     """A transformers config for a tiny model of the given family (hidden 64, 4 heads, 2 KV heads)."""
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=TINY_HIDDEN,
         intermediate_size=128,
@@ -134,7 +134,7 @@ def tiny_multimodal_gemma3(seed: int = 0, n_layers: int = TINY_LAYERS):
                                 image_size=28, patch_size=14)
     cfg = Gemma3Config(text_config=tiny_config("gemma3", n_layers=n_layers).to_dict(),
                        vision_config=vision.to_dict(), mm_tokens_per_image=4)
-    model = Gemma3ForConditionalGeneration(cfg).to(torch.float32)
+    model = Gemma3ForConditionalGeneration(cfg)  # float32: torch's default dtype
     model.eval().requires_grad_(False)
     return model
 

@@ -248,7 +248,7 @@ def _fill(out: LatentLabels, sae, tokenizer, acts, *, k: int, n_contexts: int, s
         if only is not None and i not in only:
             continue
         fires = int(top["fires"][i])
-        contexts = []
+        contexts: list[dict[str, Any]] = []
         for v, j in zip(top["values"][i].tolist(), top["indices"][i].tolist(), strict=True):
             if v <= 0 or j < 0 or len(contexts) >= n_contexts:
                 continue
@@ -286,6 +286,7 @@ def labels_for(sae_or_source: Any = None) -> LatentLabels:
         sae_or_source = get_spec(DEFAULT_MODEL).sae_source
     src = getattr(sae_or_source, "esr_source", sae_or_source)
     p = Path(str(src))
+    path: Path | None
     if p.is_file():
         path = p
     else:

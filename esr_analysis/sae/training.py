@@ -186,7 +186,7 @@ def train_sae(acts: torch.Tensor, settings: TrainSettings, *, device: str = "cpu
     return out
 
 
-def reconstruction_stats(sae, acts: torch.Tensor, *, chunk: int = 4096) -> dict[str, float]:
+def reconstruction_stats(sae, acts: torch.Tensor, *, chunk: int = 4096) -> dict[str, Any]:
     """FVE, mean L0, dead-latent fraction and per-latent firing counts of ``sae`` on ``acts [N, D]``.
 
     Returns ``{"fve", "mean_l0", "dead_fraction", "n_tokens"}`` and (key ``"fire_counts"``) a tensor.

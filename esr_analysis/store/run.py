@@ -271,7 +271,7 @@ def _open_locked(
             tpath.unlink()  # old trials go before the new manifest appears
         tpath.touch()
         fsync_dir(d)
-        entry = {"event": "created", "at": now.isoformat()}
+        entry: dict[str, Any] = {"event": "created", "at": now.isoformat()}
         manifest = manifest.model_copy(
             update={"started_at": manifest.started_at or now, "ended_at": None, "history": [*manifest.history, entry]}
         )

@@ -92,7 +92,7 @@ def trial_key(**fields: Any) -> str:
     unknown = set(fields) - set(KEY_FIELDS)
     if unknown:
         raise ValueError(f"trial_key got non-key fields {sorted(unknown)}; key fields are {KEY_FIELDS}")
-    payload = {}
+    payload: dict[str, Any] = {}
     for name in KEY_FIELDS:
         value = fields.get(name)
         if isinstance(value, BaseModel):

@@ -27,6 +27,7 @@ trace stays serialisable for NDIF (``remote=True``). Nothing here imports nnsigh
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +152,9 @@ def _is_decoder_list(module: Any) -> bool:
                for layer in module)
 
 
+_FOUND: weakref.WeakKeyDictionary[Any, ModelSites] = weakref.WeakKeyDictionary()
+
+
 def find_sites(model: Any) -> ModelSites:
     """Resolve the component paths of ``model`` (an HF causal LM, or one wrapped by nnsight) by inspection.
 
@@ -158,11 +162,20 @@ def find_sites(model: Any) -> ModelSites:
     and an MLP child; when several match (a vision tower also has layers), the one whose length equals the
     text config's ``num_hidden_layers`` wins. The final norm is the layer list's sibling named ``norm`` (or
     ``final_norm``/``final_layernorm``/``ln_f``); the unembedding is the model's output embedding. Raises
-    :class:`ConfigError` when the tree does not fit this shape.
+    :class:`ConfigError` when the tree does not fit this shape. The answer is remembered per model object
+    (the walk costs tens of milliseconds on a large model, and every trace asks).
     """
+    root = _torch_module(model)
+    found = _FOUND.get(root)
+    if found is None:
+        found = _FOUND[root] = _inspect(root)
+    return found
+
+
+def _inspect(root: Any) -> ModelSites:
+    """The tree walk of :func:`find_sites`."""
     import torch
 
-    root = _torch_module(model)
     candidates = [(name, mod) for name, mod in root.named_modules() if _is_decoder_list(mod)]
     config: Any = getattr(root, "config", None)
     text_config: Any = config.get_text_config() if hasattr(config, "get_text_config") else config
