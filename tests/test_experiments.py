@@ -161,6 +161,28 @@ def test_selection_rules_report_removals(tmp_path, tiny_sae):
                           relevance_rule="topk", top_k=5)
     top = set(mx.topk(5, dim=1).indices.flatten().tolist())
     assert topk.latents == [i for i in range(96) if i not in top]
+    assert all((mx[:, i] > 0).any() for i in top)  # a small k only ever removes firing latents
+
+
+def test_topk_rule_keeps_latents_that_never_fire(tmp_path, tiny_sae):
+    """With fewer than top_k active latents on a prompt, the never-firing ones tie at 0: they are not 'top'."""
+    from esr_analysis.experiments.selection import max_activations, select_latents
+
+    s = _tiny_session(tmp_path, tiny_sae)
+    prompts = s.prompts[:5]
+    mx = max_activations(s.model, s.sae, prompts, list(range(96)), 1)
+    silent = [i for i in range(96) if not (mx[:, i] > 0).any()]
+    assert silent and all(int((mx[p] > 0).sum()) < 96 for p in range(5))
+    rep = select_latents(s.model, s.sae, prompts, n_latents=96, layer=1, latents=list(range(96)),
+                         relevance_rule="topk", top_k=96)
+    assert rep.latents == silent and rep.removed["relevance_topk"] == 96 - len(silent)
+
+
+def test_selection_concreteness(tmp_path, tiny_sae):
+    from esr_analysis.experiments.selection import select_latents
+
+    s = _tiny_session(tmp_path, tiny_sae)
+    prompts = s.prompts[:5]
     rnd = select_latents(s.model, s.sae, prompts, n_latents=4, layer=1, relevance_rule="none", seed=3,
                          concreteness_rater=lambda labels: [100.0 if i % 2 else 0.0 for i in range(len(labels))],
                          label=lambda i: f"topic {i}")
@@ -241,6 +263,54 @@ def test_retrained_sae_under_the_same_name_never_hits_old_caches(tmp_path, tiny_
     s.generate(*row)
     assert s.stats["generated"] == 2  # regenerated, not served from the old SAE's cache entry
     assert manifest_for(s, "exp1", {}).identity()["sae_source"] == s.sae_identity
+
+
+_UNSET_VALUES = {"steer_layer": 1, "repetition_penalty": 1.3, "sae": "random:8", "system_prompt": "Be brief.",
+                 "dtype": "float16"}
+
+
+def _changed(value, name=""):
+    """A different valid value of the same type (for the threshold-key test)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value / 2 if value else 1.0
+    if isinstance(value, str):
+        return value + "-x"
+    if value is None:
+        return _UNSET_VALUES.get(name, "x")
+    if isinstance(value, list):
+        return [*value, "x"]
+    raise TypeError(type(value))
+
+
+def test_threshold_key_covers_every_field_that_changes_generation_or_grading(tmp_path, tiny_sae):
+    """Defect: the key ignored llama_extra_header. Now every config field is keyed unless it is listed (with a
+    reason) in THRESHOLD_KEY_IGNORES; changing any keyed field (top-level or in search) changes the key."""
+    from esr_analysis.experiments.calibration import THRESHOLD_KEY_IGNORES, threshold_key
+    from esr_analysis.experiments.config import ExperimentConfig, SearchConfig
+
+    s = _tiny_session(tmp_path, tiny_sae)
+    base = threshold_key(s, 3)
+    cfg = s.config
+    s.config = cfg.model_copy(update={"llama_extra_header": True})
+    assert threshold_key(s, 3) != base
+    assert set(THRESHOLD_KEY_IGNORES) < set(ExperimentConfig.model_fields)
+    for name in ExperimentConfig.model_fields:
+        if name in THRESHOLD_KEY_IGNORES or name == "search":
+            continue
+        s.config = cfg.model_copy(update={name: _changed(getattr(cfg, name), name)})
+        assert threshold_key(s, 3) != base, name
+    for name in SearchConfig.model_fields:
+        if name == "measure_achieved":
+            continue
+        s.config = cfg.model_copy(update={"search": cfg.search.model_copy(update={name: _changed(
+            getattr(cfg.search, name))})})
+        assert threshold_key(s, 3) != base, f"search.{name}"
+    s.config = cfg.model_copy(update={"batch_size": 3, "output_dir": "elsewhere"})
+    assert threshold_key(s, 3) == base
 
 
 def test_pipeline_never_writes_into_a_run_of_another_sae(tmp_path, tiny_sae):

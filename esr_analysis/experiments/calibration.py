@@ -9,9 +9,11 @@ generation** (and one grading call): each step queries every unfinished latent's
 A step's score is the mean first-attempt score / 100 of its samples; samples with a judge error or no scored
 attempt are left out, and a step with no usable sample does not update the posterior (it is logged).
 
-Cache: one JSON file per key under ``<cache>/thresholds/``; the key hashes (model, SAE source and content
-fingerprint, latent, target, judge, search config, steering layer/scope, sampling settings, prompt-set
-content), so runs with different targets, judges or SAE weights never mix.
+Cache: one JSON file per key under ``<cache>/thresholds/``. The key (:func:`threshold_key`) hashes the latent,
+what the session resolved (model identity, SAE source and content fingerprint, steering layer, judge id and
+rubric hash, sampling settings of the search, chat formatting, prompt-set content) **and every config field**
+except those in :data:`THRESHOLD_KEY_IGNORES`, which cannot change what the search generates or how it is
+graded. A new config field is therefore keyed unless it is added there with its reason.
 Each entry holds the threshold, the achieved score (if measured) and the whole search history.
 """
 
@@ -49,14 +51,36 @@ class ThresholdResult:
         return asdict(self)
 
 
+THRESHOLD_KEY_IGNORES: dict[str, str] = {
+    "name": "a label",
+    "output_dir": "where run directories go",
+    "read_layer": "used by selection only",
+    "device": "where the model runs, not what it computes",
+    "remote": "where the model runs, not what it computes",
+    "batch_size": "batching does not change a row's output (per-row seeded sampler)",
+    "n_prompts_per_latent": "trials only; the search draws from the whole prompt set",
+    "max_new_tokens": "trial length; the search uses search.max_new_tokens",
+    "seed": "trial seeds; the search uses search.seed",
+    "experiments": "which experiments run after calibration",
+    "selection": "which latents are calibrated, not how",
+    "boost": "exp 2 levels",
+    "meta_variants": "exp 5",
+    "cross_judges": "exp 7",
+    "cross_judge_samples": "exp 7",
+}
+"""Top-level config fields the threshold key leaves out, each with the reason it cannot change a threshold."""
+
+
 def threshold_key(session: Any, latent: int) -> str:
     """The cache key of ``latent``'s threshold in ``session`` (see module docstring)."""
     c = session.config
-    payload = {"v": 2, "model": session.model_id, "sae": session.sae_identity, "latent": int(latent),
-               "target": c.search.target, "judge": getattr(session.judge, "judge_id", str(session.judge)),
-               "rubric": getattr(session.judge, "rubric_hash", None),
-               "search": c.search.model_dump(exclude={"measure_achieved"}), "layer": session.steer_layer,
-               "scope": c.scope, "settings": session.settings(c.search.max_new_tokens).model_dump(mode="json"),
+    fields = {k: v for k, v in c.model_dump(mode="json").items() if k not in THRESHOLD_KEY_IGNORES}
+    fields["search"].pop("measure_achieved", None)  # adds a measurement, changes no threshold
+    payload = {"v": 3, "model": session.model_id, "sae": session.sae_identity, "latent": int(latent),
+               "judge": getattr(session.judge, "judge_id", str(session.judge)),
+               "rubric": getattr(session.judge, "rubric_hash", None), "layer": session.steer_layer,
+               "settings": session.settings(c.search.max_new_tokens).model_dump(mode="json"),
+               "chat": session.chat_options(), "config": fields,
                "prompts": hashlib.sha256("\n".join(session.prompts).encode()).hexdigest()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -12,6 +12,9 @@ Paper-vs-code discrepancies (``docs/method.md#paper-vs-code``) are explicit opti
 * ``steer_layer``: e.g. Llama-3.1-8B steers at 12 in the code and 19 in the paper; 70B at 33 with the
   layer-50 SAE;
 * ``llama_extra_header``: the authors' doubled assistant header on Llama (off by default);
+* ``template_system_prompt``: keep a system turn the chat template inserts by itself (Llama 3.1's dated turn,
+  Qwen2.5's "You are Qwen"); the authors' code did, the paper says no system prompt (default: removed);
+  ``system_prompt`` sets an explicit one (default none);
 * ``search.target``: 30 (exp 1/5/8) vs 50 (exp 2 configs);
 * ``search.max_new_tokens``: threshold-search generations use half the trial length (256 of 512).
 """
@@ -100,6 +103,8 @@ class ExperimentConfig(_Strict):
     batch_size: int = Field(16, ge=1)
     scope: Literal["all", "prompt", "generated"] = "all"
     llama_extra_header: bool = False
+    system_prompt: str | None = Field(None, description="explicit system turn (None: none, as in the paper)")
+    template_system_prompt: bool = Field(False, description="keep the chat template's own default system turn")
     remote: bool | str = Field(False, description="True: run traces on NDIF; a URL: that host; 'local': NDIF's "
                                                   "serialisation run in-process (tests)")
     seed: int = 0
@@ -122,7 +127,7 @@ class ExperimentConfig(_Strict):
 
 
 _PAPER_COMMON: dict[str, Any] = {
-    "judge": "claude", "temperature": 0.6, "max_new_tokens": 512, "n_prompts_per_latent": 5, "batch_size": 16,
+    "judge": "claude", "template_system_prompt": True, "temperature": 0.6, "max_new_tokens": 512, "n_prompts_per_latent": 5, "batch_size": 16,
     "selection": {"n_latents": 500, "relevance_rule": "zero", "concreteness_judge": "claude-sonnet-4-5-20250929",
                   "min_concreteness": 65.0},
 }
