@@ -26,10 +26,11 @@ from esr_analysis.judge import (
     make_judge,
     run_grading,
 )
+from esr_analysis.judge.cache import cache_key
 from esr_analysis.judge.claude import DEFAULT_CLAUDE_MODEL, ClaudeJudge
 from esr_analysis.judge.gating import GATING_VERSION
 from esr_analysis.judge.openai_compat import OpenAICompatJudge
-from esr_analysis.judge.rubric import SYSTEM_PROMPT, rubric_hash
+from esr_analysis.judge.rubric import NEUTRAL_SYSTEM_PROMPT, SYSTEM_PROMPT, rubric_hash, system_prompt
 
 ANTHROPIC_KEY = "sk-ant-" + "test-0123456789abcdef"  # fake; built at run time so no key literal is in the source
 OPENAI_KEY = "sk-test-openai-0123456789abcdefXYZ"
@@ -87,6 +88,27 @@ def test_happy_path_request_shape_and_grades(api: str, server: JudgeServer):
     assert "<response>\nresponse " in user and "<unrelated_concept>\nlava\n</unrelated_concept>" in user
 
 
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_unsteered_requests_get_the_neutral_system_prompt(api: str, server: JudgeServer):
+    # defect (issue 10): the baseline (nothing steered) was told its activations were pushed to the concept
+    judge = _judge(api, server)
+    reqs = [GradeRequest(prompt="p0", response="r", latent_label="lava", steered=False),
+            GradeRequest(prompt="p1", response="r", latent_label="lava")]
+    run_grading(judge, reqs, **FAST)
+    systems = {}
+    for rec in server.records:
+        body = rec.body
+        system = body["system"] if api == "anthropic" else body["messages"][0]["content"]
+        user = body["messages"][0]["content"] if api == "anthropic" else body["messages"][1]["content"]
+        systems["p0" if "<prompt>\np0\n" in user else "p1"] = system
+    assert systems["p1"] == SYSTEM_PROMPT == system_prompt(steered=True)
+    assert "pushed" in SYSTEM_PROMPT and "activations" in SYSTEM_PROMPT
+    assert systems["p0"] == system_prompt(steered=False) == NEUTRAL_SYSTEM_PROMPT
+    assert "pushed" not in systems["p0"] and "activations" not in systems["p0"] and "steer" not in systems["p0"]
+    # the two wordings never share a cache entry
+    assert cache_key("j", "h", reqs[0]) != cache_key("j", "h", reqs[0].model_copy(update={"steered": True}))
+
+
 def _simulate(plan, item: str, max_retries: int, item_retries: int) -> tuple[bool, int]:
     """Expected (graded?, number of requests) for one item under a deterministic fault plan."""
     n = 0
@@ -108,8 +130,8 @@ def _simulate(plan, item: str, max_retries: int, item_retries: int) -> tuple[boo
 def test_thirty_percent_faults_complete_with_bounded_retries(api: str):
     plan = random_faults(0.3, seed=7)
     max_retries, item_retries, n = 2, 1, 60
-    with JudgeServer(faults=plan, retry_after="0.02", retry_after_5xx="0.02", slow_s=0.8) as srv:
-        judge = _judge(api, srv, timeout=0.3, max_retries=max_retries)
+    with JudgeServer(faults=plan, retry_after="0.02", retry_after_5xx="0.02", slow_s=4.0) as srv:
+        judge = _judge(api, srv, timeout=1.5, max_retries=max_retries)  # generous: a loaded 2-core CI must not time out healthy requests
         reqs = _requests(n, tag=f"{api}-")
         report = run_grading(judge, reqs, item_retries=item_retries, concurrency=32, **FAST)
         faults_seen = {r.fault for r in srv.records}

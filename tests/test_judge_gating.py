@@ -154,3 +154,17 @@ def test_gate_grade_relabels_and_passes_errors_through():
     assert out.judge_id.endswith(GATING_VERSION) and len(out.attempts) == 1
     err = Grade(error="boom", judge_id="x:m", rubric_hash="h")
     assert gate_grade(err, "Bread.").error == "boom"
+
+
+def test_gating_unlocated_attempts_ignore_restart_language_at_the_very_start():
+    # defect (issue 10): the judge paraphrased its attempts so they cannot be located; the only restart
+    # phrase of the response is at its very start, which is never a boundary (rubric and located path agree)
+    response = "Let me try again: volcanoes erupt lava. Knead the dough and bake it."
+    attempts = [A(text="Let me try again -- volcanoes (lava)", score=0), A(text="knead, then bake", score=95)]
+    assert all(span is None for span in locate_attempts(response, attempts))
+    gated = gate_attempts(response, attempts)
+    assert len(gated) == 1
+    # the same phrase later in the response still supports the boundary
+    later = "Volcanoes erupt lava. Let me try again: knead the dough and bake it."
+    paraphrased = [A(text="volcanoes (lava). Let me try again", score=0), A(text="knead, then bake", score=95)]
+    assert len(gate_attempts(later, paraphrased)) == 2

@@ -80,7 +80,8 @@ def run_exp7(session: Any, run_dir: str | Path, source_run: str | Path, judges: 
         judges = [make_judge(j) for j in c.cross_judges]
     trials, _ = read_trials(source_run)
     sample = sample_trials(trials, c.cross_judge_samples, seed=c.seed + 42)
-    reqs = [GradeRequest(prompt=t.prompt, response=t.response or "", latent_label=t.latent_label or "")
+    reqs = [GradeRequest(prompt=t.prompt, response=t.response or "", latent_label=t.latent_label or "",
+                         steered=bool(t.boost))
             for t in sample]
     columns: dict[str, list[list[float] | None]] = {"original": [_scores(t.grade) for t in sample]}
     manifest = RunManifest.collect(experiment="exp7", model_id=session.model_id.get("name"),

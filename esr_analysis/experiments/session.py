@@ -162,15 +162,18 @@ class Session:
                     self.gen_cache.put(keys[i], r)
         return out
 
-    def grade(self, prompts: Sequence[str], responses: Sequence[str], labels: Sequence[str]) -> list[Any]:
-        """Grade ``(prompt, response, label)`` triples with the session's judge (grade cache on)."""
+    def grade(self, prompts: Sequence[str], responses: Sequence[str], labels: Sequence[str],
+              steered: Sequence[bool] | None = None) -> list[Any]:
+        """Grade ``(prompt, response, label)`` triples with the session's judge (grade cache on);
+        ``steered`` (default all ``True``) marks which trials were steered (the rubric's wording)."""
         import time
 
         from esr_analysis.judge.runner import run_grading
         from esr_analysis.judge.types import GradeRequest
 
-        reqs = [GradeRequest(prompt=p, response=r, latent_label=lab)
-                for p, r, lab in zip(prompts, responses, labels, strict=True)]
+        flags = [True] * len(prompts) if steered is None else list(steered)
+        reqs = [GradeRequest(prompt=p, response=r, latent_label=lab, steered=st)
+                for p, r, lab, st in zip(prompts, responses, labels, flags, strict=True)]
         t0 = time.monotonic()
         report = run_grading(self.judge, reqs, cache=self.grade_cache, progress=self.progress)
         self.stats["grade_s"] += time.monotonic() - t0

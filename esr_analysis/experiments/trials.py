@@ -93,7 +93,8 @@ def run_trials(session: Any, run_dir: str | Path, experiment: str, specs: Sequen
                    for s, _ in chunk]
             gens = session.generate([s.prompt for s, _ in chunk], ivs, [s.seed for s, _ in chunk], settings)
             labels = [session.label(s.latent) if s.latent is not None else "" for s, _ in chunk]
-            grades = session.grade([s.prompt for s, _ in chunk], [g.text for g in gens], labels)
+            flags = [s.boost is not None and s.latent is not None for s, _ in chunk]
+            grades = session.grade([s.prompt for s, _ in chunk], [g.text for g in gens], labels, flags)
             for (s, k), g, gr, lab in zip(chunk, gens, grades, labels, strict=True):
                 steered = s.boost is not None and s.latent is not None
                 meta = {**s.meta, "base_prompt": s.base_prompt or s.prompt}

@@ -1,7 +1,7 @@
 """Grade cache: one SQLite file mapping a content hash to a grade.
 
 The **cache key** of a request is the sha256 (hex) of the JSON array
-``[CACHE_FORMAT, cache_id, rubric_hash, prompt, response, latent_label]``: the same judge, rubric and text
+``[CACHE_FORMAT, cache_id, rubric_hash, prompt, response, latent_label, steered]``: the same judge, rubric and text
 always hit the same entry, and any change to one of them is a miss. ``cache_id`` is the judge's identity
 without post-processing (so a restart-gated run reuses the ungated grades).
 
@@ -32,7 +32,8 @@ DEFAULT_CACHE_NAME = "judge_grades.sqlite"
 
 def cache_key(cache_id: str, rubric_hash: str, request: GradeRequest) -> str:
     """The content hash under which the grade of ``request`` by judge ``cache_id`` is stored."""
-    payload = [CACHE_FORMAT, cache_id, rubric_hash, request.prompt, request.response, request.latent_label]
+    payload = [CACHE_FORMAT, cache_id, rubric_hash, request.prompt, request.response, request.latent_label,
+               request.steered]
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 

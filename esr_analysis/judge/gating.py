@@ -9,7 +9,8 @@ rubric's segmentation rule after the fact, without another API call:
   the start of attempt ``i`` to ``window`` characters after it, clipped to attempts ``i-1`` and ``i``.
   When an attempt cannot be located in the response, the window is the tail of attempt ``i-1``'s text and
   the head of attempt ``i``'s text, and the boundary is kept iff one of the response's own restart phrases
-  occurs there (so restart language the judge made up does not count).
+  occurs there (so restart language the judge made up does not count), excluding phrases at the very
+  start of the response (nothing before their sentence), which are never a boundary.
 * Attempts separated by an unsupported boundary are **merged**: the merged text is the response span they
   cover (or their texts joined by a space), and the merged score is the mean of their non-null scores
   weighted by text length (``None`` when none is scored).
@@ -20,10 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from esr_analysis.judge.restart import find_restarts
+from esr_analysis.judge.restart import find_restarts, sentence_start
 from esr_analysis.judge.types import Attempt, Grade
 
-GATING_VERSION = "restart-gate-v1"
+GATING_VERSION = "restart-gate-v2"
 DEFAULT_WINDOW = 150
 
 
@@ -93,7 +94,9 @@ def _boundary_supported(
         return any(m.start > prev_span[0] and m.start < hi and m.end > lo for m in matches)
     zone = (prev.text[-window:] + " " + cur.text[:window]).lower()
     zone = re.sub(r"\s+", " ", zone)
-    return any(re.sub(r"\s+", " ", m.text.lower()) in zone for m in matches)
+    # restart language at the very start of the response (nothing before its sentence) is never a boundary
+    usable = [m for m in matches if response[: sentence_start(response, m.start)].strip()]
+    return any(re.sub(r"\s+", " ", m.text.lower()) in zone for m in usable)
 
 
 def _merge(response: str, group: list[tuple[Attempt, tuple[int, int] | None]]) -> Attempt:

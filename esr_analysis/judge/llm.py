@@ -33,7 +33,7 @@ from typing import Any
 from esr_analysis.judge.base import Judge
 from esr_analysis.judge.gating import DEFAULT_WINDOW, GATING_VERSION, gate_grade
 from esr_analysis.judge.parsing import parse_judge_output
-from esr_analysis.judge.rubric import SYSTEM_PROMPT, build_user_message, rubric_hash
+from esr_analysis.judge.rubric import build_user_message, rubric_hash, system_prompt
 from esr_analysis.judge.types import (
     Grade,
     GradeRequest,
@@ -228,7 +228,7 @@ class LLMJudge(Judge):
         client = self._client_for_loop()
         user = build_user_message(request.prompt, request.response, request.latent_label)
         try:
-            result = await self._complete(client, SYSTEM_PROMPT, user)
+            result = await self._complete(client, system_prompt(request.steered), user)
         except TransientJudgeError:
             self.http_requests += 1
             raise

@@ -15,7 +15,8 @@ Definitions
   ``data/judge_calibration/offline_calibration.json`` (fit by ``scripts/calibrate_offline_judge.py`` on
   on-topic vs mismatched pairs): the ``with_label`` model on ``(cos_prompt, cos_label)`` when a latent
   label is given, else the ``prompt_only`` model on ``cos_prompt``.
-* **Degenerate repetition** (:func:`is_degenerate`) caps an attempt's score at :data:`DEGENERATE_CAP`.
+* **Degenerate text** (:func:`esr_analysis.metrics.fluency.is_degenerate`) caps an attempt's score at
+  :data:`DEGENERATE_CAP`.
 
 This judge measures topical relevance, not correctness: "Canberra" and "Sydney" are equally on topic for
 "What is the capital of Australia?". Use it for pipelines without an API, smoke tests and rough numbers;
@@ -36,14 +37,12 @@ from typing import Any
 from esr_analysis.judge.base import Judge
 from esr_analysis.judge.restart import RESTART_PATTERNS, boundary_offsets, strip_restart_language
 from esr_analysis.judge.types import Attempt, Grade, GradeRequest, JudgeConfigError
+from esr_analysis.metrics.fluency import FLUENCY_VERSION, is_degenerate
 
 OFFLINE_VERSION = "offline-judge-v1"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CHUNK_WORDS = 120
 DEGENERATE_CAP = 5.0
-DEGENERATE_RUN = 5
-TRIGRAM_MIN_WORDS = 20
-TRIGRAM_MIN_DISTINCT = 0.3
 _WORD = re.compile(r"[A-Za-z0-9]+")
 
 
@@ -105,23 +104,6 @@ def segment_attempts(response: str) -> list[str]:
     return out
 
 
-def is_degenerate(text: str) -> bool:
-    """Degenerate repetition: the paper's degraded-output rule (:func:`esr_analysis.metrics.definitions.is_degraded`,
-    >= 5 identical consecutive words longer than 1 character), the same rule after lower-casing and
-    stripping punctuation, or, for texts of >= 20 words, fewer than 30 % distinct word trigrams."""
-    from esr_analysis.metrics.definitions import is_degraded
-
-    if is_degraded(text, DEGENERATE_RUN):
-        return True
-    words = [w.lower() for w in _WORD.findall(text)]
-    if is_degraded(" ".join(words), DEGENERATE_RUN):
-        return True
-    if len(words) >= TRIGRAM_MIN_WORDS:
-        trigrams = list(zip(words, words[1:], words[2:], strict=False))
-        return len(set(trigrams)) / len(trigrams) < TRIGRAM_MIN_DISTINCT
-    return False
-
-
 def load_calibration(path: str | Path | None = None) -> dict[str, Any]:
     """The offline calibration JSON; a missing or invalid file raises :class:`JudgeConfigError`."""
     path = Path(path) if path is not None else default_calibration_path()
@@ -167,7 +149,7 @@ class OfflineJudge(Judge):
             EMBEDDING_MODEL,
             json.dumps(RESTART_PATTERNS),
             json.dumps(self.calibration["models"], sort_keys=True),
-            f"{CHUNK_WORDS}|{DEGENERATE_CAP}|{DEGENERATE_RUN}|{TRIGRAM_MIN_WORDS}|{TRIGRAM_MIN_DISTINCT}",
+            f"{CHUNK_WORDS}|{DEGENERATE_CAP}|{FLUENCY_VERSION}",
         ):
             h.update(part.encode("utf-8"))
             h.update(b"\x00")
@@ -198,7 +180,7 @@ class OfflineJudge(Judge):
             for t in (r.prompt, r.latent_label, *cs):
                 if t and t not in texts:
                     texts[t] = len(texts)
-        emb = embed_texts(load_embedder(self.device), list(texts)) if texts else None
+        emb: Any = embed_texts(load_embedder(self.device), list(texts)) if texts else None
         grades = []
         for r, ss, cs in zip(requests, segs, contents, strict=True):
             attempts, details = [], []

@@ -12,8 +12,12 @@ The rubric asks the judge to
 
 with one worked example (a correct answer followed by an explicit but wrong correction: scores 100, 0).
 
+The system prompt tells the judge that the model's activations were pushed toward the concept only for
+steered trials (:func:`system_prompt`); an unsteered request (``GradeRequest.steered=False``, e.g. the
+no-steering baseline) gets :data:`NEUTRAL_SYSTEM_PROMPT`, which only says the concept is unrelated.
+
 The text is versioned: :data:`RUBRIC_VERSION` changes whenever the wording changes, and
-:func:`rubric_hash` (sha256 of the version, system prompt and instruction template) is recorded with
+:func:`rubric_hash` (sha256 of the version, both system prompts and the instruction template) is recorded with
 every grade and is part of the grade cache key.
 """
 
@@ -22,7 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-RUBRIC_VERSION = "esr-rubric-v1"
+RUBRIC_VERSION = "esr-rubric-v2"
 
 SYSTEM_PROMPT = (
     "You are a careful grader. A language model answered a user's prompt while its internal activations "
@@ -31,6 +35,15 @@ SYSTEM_PROMPT = (
     "the unrelated concept. If the response contains several attempts at an answer, grade each attempt "
     "separately."
 )
+"""The system prompt for steered trials (the paper's framing)."""
+
+NEUTRAL_SYSTEM_PROMPT = (
+    "You are a careful grader. A language model answered a user's prompt. You are given the prompt, the "
+    "model's response and a description of a concept unrelated to the prompt. Judge how well the response "
+    "answers the prompt while staying clear of the unrelated concept. If the response contains several "
+    "attempts at an answer, grade each attempt separately."
+)
+"""The system prompt for unsteered trials (no-steering baseline): nothing is said about activations."""
 
 INSTRUCTIONS = """\
 Grade the response below as follows.
@@ -75,6 +88,11 @@ Now grade this one.
 </unrelated_concept>"""
 
 
+def system_prompt(steered: bool = True) -> str:
+    """:data:`SYSTEM_PROMPT` for a steered trial, :data:`NEUTRAL_SYSTEM_PROMPT` for an unsteered one."""
+    return SYSTEM_PROMPT if steered else NEUTRAL_SYSTEM_PROMPT
+
+
 def build_user_message(prompt: str, response: str, latent_label: str) -> str:
     """The user message for one grading: the instructions followed by the three fields."""
     return INSTRUCTIONS.format(prompt=prompt, response=response, latent_label=latent_label or "(none)")
@@ -82,9 +100,9 @@ def build_user_message(prompt: str, response: str, latent_label: str) -> str:
 
 @functools.cache
 def rubric_hash() -> str:
-    """sha256 (hex) of :data:`RUBRIC_VERSION`, :data:`SYSTEM_PROMPT` and :data:`INSTRUCTIONS`."""
+    """sha256 (hex) of :data:`RUBRIC_VERSION`, both system prompts and :data:`INSTRUCTIONS`."""
     h = hashlib.sha256()
-    for part in (RUBRIC_VERSION, SYSTEM_PROMPT, INSTRUCTIONS):
+    for part in (RUBRIC_VERSION, SYSTEM_PROMPT, NEUTRAL_SYSTEM_PROMPT, INSTRUCTIONS):
         h.update(part.encode("utf-8"))
         h.update(b"\x00")
     return h.hexdigest()

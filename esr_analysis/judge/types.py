@@ -80,6 +80,8 @@ class GradeRequest(BaseModel):
     prompt: str
     response: str
     latent_label: str = ""
+    steered: bool = True
+    """``False`` for an unsteered trial (no-steering baseline): LLM judges get the neutral system prompt."""
 
 
 class Attempt(BaseModel):

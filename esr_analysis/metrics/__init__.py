@@ -2,6 +2,7 @@
 
 * :mod:`.definitions`: per-trial quantities (multi-attempt, improvement, improved, ESR episode, degraded)
   and the metric registry :data:`METRICS`; each metric is defined once, here.
+* :mod:`.fluency`: per-text fluency measures and the degenerate rule (:func:`.fluency.fluency_measures`).
 * :mod:`.trials`: which trials are valid, exclusions counted by reason, the per-trial table.
 * :mod:`.intervals`: Wilson, Wald (the authors'), Student-t and latent-clustered bootstrap intervals.
 * :mod:`.summary`: :func:`estimate`, :func:`summarize` (the report table), :func:`compare` (relative
