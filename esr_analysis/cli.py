@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 DEMO_NOTE = ("note: the demo is a small run (6 latents x 3 prompts, 64 new tokens per trial), too short for much "
              "recovery; the full-size embedded run is `esr run embedded-full` (30 latents x 5 prompts, 128 tokens; "
-             "about 35 min on 2 quiet cores, estimated in docs/experiments.md)")
+             "about 45-50 min on 2 quiet cores, estimated in docs/experiments.md)")
 
 
 def _print_result(res, figures: bool) -> None:

@@ -167,7 +167,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The full-size embedded run: room to recover (128 new tokens per trial, the search at half length as in
     # the paper), 30 latents x 5 prompts. Wall time on 2 quiet CPU cores estimated from measured per-trial
-    # rates in docs/experiments.md (about 35 min); not a demo.
+    # rates in docs/experiments.md (about 45-50 min); not a demo.
     "embedded-full": {
         "name": "embedded-full", "model": "qwen2.5-coder-0.5b-instruct", "sae": None, "judge": "offline",
         "n_prompts_per_latent": 5, "temperature": 0.6, "max_new_tokens": 128, "batch_size": 30,
