@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+DEMO_NOTE = ("note: the demo is a small run (6 latents x 3 prompts, 64 new tokens per trial), too short for much "
+             "recovery; the full-size embedded run is `esr run embedded-full` (30 latents x 5 prompts, 128 tokens; "
+             "about 45-50 min on 2 quiet cores, estimated in docs/experiments.md)")
+
+
 def _print_result(res, figures: bool) -> None:
     from esr_analysis.experiments.report import report
 
@@ -119,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             res = run_pipeline(cfg, overrides=args.overrides or None, run_dir=args.run_dir,
                                progress=not args.no_progress)
             _print_result(res, figures=args.command == "demo" or getattr(args, "figures", False))
+            if args.command == "demo":
+                print(DEMO_NOTE)
             return 0
         if args.command == "resume":
             from esr_analysis.experiments.pipeline import resume_pipeline

@@ -138,6 +138,9 @@ def _tiny_session(tmp_path, tiny_sae, **over):
                  "temperature": 0.6, "selection.n_latents": 3, "selection.relevance_rule": "none",
                  "search.n_steps": 2, "search.max_new_tokens": 4, "search.upper": 20, "search.prior_mean": 5,
                  "search.prior_std": 5, "search.grid_size": 200, "output_dir": str(tmp_path / "runs"),
+                 # the stub judge's scores are hashes: whether a latent shows a fluent off-topic sample is chance
+                 # (the drop rule has its own test, test_calibration_stays_in_the_fluent_regime)
+                 "search.require_fluent_window": False,
                  "boost.n_levels": 3, "boost.multiples": [0.5, 1.0], "meta_variants": ["self_monitor"],
                  "cross_judge_samples": 4}
     overrides.update(over)
@@ -161,6 +164,28 @@ def test_selection_rules_report_removals(tmp_path, tiny_sae):
                           relevance_rule="topk", top_k=5)
     top = set(mx.topk(5, dim=1).indices.flatten().tolist())
     assert topk.latents == [i for i in range(96) if i not in top]
+    assert all((mx[:, i] > 0).any() for i in top)  # a small k only ever removes firing latents
+
+
+def test_topk_rule_keeps_latents_that_never_fire(tmp_path, tiny_sae):
+    """With fewer than top_k active latents on a prompt, the never-firing ones tie at 0: they are not 'top'."""
+    from esr_analysis.experiments.selection import max_activations, select_latents
+
+    s = _tiny_session(tmp_path, tiny_sae)
+    prompts = s.prompts[:5]
+    mx = max_activations(s.model, s.sae, prompts, list(range(96)), 1)
+    silent = [i for i in range(96) if not (mx[:, i] > 0).any()]
+    assert silent and all(int((mx[p] > 0).sum()) < 96 for p in range(5))
+    rep = select_latents(s.model, s.sae, prompts, n_latents=96, layer=1, latents=list(range(96)),
+                         relevance_rule="topk", top_k=96)
+    assert rep.latents == silent and rep.removed["relevance_topk"] == 96 - len(silent)
+
+
+def test_selection_concreteness(tmp_path, tiny_sae):
+    from esr_analysis.experiments.selection import select_latents
+
+    s = _tiny_session(tmp_path, tiny_sae)
+    prompts = s.prompts[:5]
     rnd = select_latents(s.model, s.sae, prompts, n_latents=4, layer=1, relevance_rule="none", seed=3,
                          concreteness_rater=lambda labels: [100.0 if i % 2 else 0.0 for i in range(len(labels))],
                          label=lambda i: f"topic {i}")
@@ -241,6 +266,115 @@ def test_retrained_sae_under_the_same_name_never_hits_old_caches(tmp_path, tiny_
     s.generate(*row)
     assert s.stats["generated"] == 2  # regenerated, not served from the old SAE's cache entry
     assert manifest_for(s, "exp1", {}).identity()["sae_source"] == s.sae_identity
+
+
+_UNSET_VALUES = {"steer_layer": 1, "repetition_penalty": 1.3, "sae": "random:8", "system_prompt": "Be brief.",
+                 "dtype": "float16"}
+
+
+class _FakeGen:
+    def __init__(self, text):
+        self.text = text
+
+
+class _RegimeSession:
+    """A model-free session for calibration: fluent text whose judge score falls 3 points per boost unit, and
+    degenerate loops above boost 30 that a fooled judge scores 50."""
+
+    def __init__(self, config):
+        self.config, self.prompts, self.progress = config, ["Explain how to boil an egg.", "How do you fold a shirt?"], False
+
+    def settings(self, max_new_tokens=None):
+        return None
+
+    def steer(self, latent, boost):
+        return boost
+
+    def label(self, latent):
+        return "money"
+
+    def generate(self, prompts, interventions, seeds, settings):
+        return [_FakeGen("be " * 40 if iv[0] > 30 else f"A fluent answer at boost {iv[0]:.3f} about costs and rent, "
+                         "with several different words in it.") for iv in interventions]
+
+    def grade(self, prompts, responses, labels):
+        out = []
+        for r in responses:
+            score = 50.0 if r.startswith("be be") else max(0.0, 100.0 - 3.0 * float(r.split("boost ")[1].split()[0]))
+            out.append(Grade(attempts=[Attempt(text=r[:10], score=score)], judge_id="fake", rubric_hash="fake"))
+        return out
+
+
+def test_calibration_stays_in_the_fluent_regime():
+    """Degenerate samples are not scored as the judge scored them: the threshold lands where the fluent score
+    crosses the target (100 - 3x = 30 at x = 23.3), not in the degenerate range the judge scores 50."""
+    from esr_analysis.experiments.calibration import _step_score, calibrate
+
+    assert _step_score([50.0, 20.0], [True, False], gate=True) == (0.2, None)
+    assert _step_score([50.0], [True], gate=True)[0] == 0.0
+    assert _step_score([50.0], [True], gate=False)[0] == 0.5
+    over = {"search.n_steps": 25, "search.upper": 60, "search.prior_mean": 40, "search.prior_std": 20,
+            "search.grid_size": 2000, "search.measure_achieved": True}
+    gated = calibrate(_RegimeSession(load_config("embedded-demo", over)), [7])[7]
+    assert 18 < gated.threshold < 29 and gated.fluent_window and gated.achieved_degenerate is False
+    assert any(any(h["degenerate"]) for h in gated.history)
+    naive = calibrate(_RegimeSession(load_config("embedded-demo", {**over, "search.fluency_gate": False})), [7])[7]
+    assert naive.threshold > 30  # the judge's 50 on broken text pulls the ungated search into the collapse
+
+
+def test_latent_without_a_fluent_offtopic_window_is_dropped_and_counted(tmp_path, tiny_sae):
+    from esr_analysis.errors import ConfigError
+    from esr_analysis.experiments.pipeline import run_pipeline
+
+    s = _tiny_session(tmp_path, tiny_sae, **{"search.require_fluent_window": True, "search.target": 0.0})
+    with pytest.raises(ConfigError, match="fluent off-topic window"):
+        run_pipeline(s.config, session=s, cache_dir=tmp_path / "cache")  # no score is below a target of 0
+    cal = json.loads(next((tmp_path / "runs").glob("*/calibration.json")).read_text())
+    assert cal["removed"] == {"no_fluent_offtopic_window": 3} and cal["kept"] == []
+
+
+def _changed(value, name=""):
+    """A different valid value of the same type (for the threshold-key test)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value / 2 if value else 1.0
+    if isinstance(value, str):
+        return value + "-x"
+    if value is None:
+        return _UNSET_VALUES.get(name, "x")
+    if isinstance(value, list):
+        return [*value, "x"]
+    raise TypeError(type(value))
+
+
+def test_threshold_key_covers_every_field_that_changes_generation_or_grading(tmp_path, tiny_sae):
+    """Defect: the key ignored llama_extra_header. Now every config field is keyed unless it is listed (with a
+    reason) in THRESHOLD_KEY_IGNORES; changing any keyed field (top-level or in search) changes the key."""
+    from esr_analysis.experiments.calibration import THRESHOLD_KEY_IGNORES, threshold_key
+    from esr_analysis.experiments.config import ExperimentConfig, SearchConfig
+
+    s = _tiny_session(tmp_path, tiny_sae)
+    base = threshold_key(s, 3)
+    cfg = s.config
+    s.config = cfg.model_copy(update={"llama_extra_header": True})
+    assert threshold_key(s, 3) != base
+    assert set(THRESHOLD_KEY_IGNORES) < set(ExperimentConfig.model_fields)
+    for name in ExperimentConfig.model_fields:
+        if name in THRESHOLD_KEY_IGNORES or name == "search":
+            continue
+        s.config = cfg.model_copy(update={name: _changed(getattr(cfg, name), name)})
+        assert threshold_key(s, 3) != base, name
+    for name in SearchConfig.model_fields:
+        if name == "measure_achieved":
+            continue
+        s.config = cfg.model_copy(update={"search": cfg.search.model_copy(update={name: _changed(
+            getattr(cfg.search, name))})})
+        assert threshold_key(s, 3) != base, f"search.{name}"
+    s.config = cfg.model_copy(update={"batch_size": 3, "output_dir": "elsewhere"})
+    assert threshold_key(s, 3) == base
 
 
 def test_pipeline_never_writes_into_a_run_of_another_sae(tmp_path, tiny_sae):

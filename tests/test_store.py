@@ -451,6 +451,35 @@ def test_authors_conditions(tmp_path):
     assert {t.condition for t in trials} == {"no_steering"}
 
 
+def test_authors_boost_sweep_and_prompt_variant_files_are_their_own_conditions(tmp_path):
+    """Exp 2 (multi-boost) and exp 5 (prompt-variant) files are not exp 1 'steered' trials and are not pooled."""
+    doc = json.loads(AUTHORS_SAMPLE.read_text())
+    boost = dict(doc, boost_levels=[0.0, 5.0, 10.0], n_boost_levels=3, boost_range_std=3.0,
+                 threshold_cache_stats={"mean": 7.0, "std": 2.0})
+    variant = dict(doc, experiment_config=dict(doc["experiment_config"], prompt_variant_id="self_monitor",
+                                               prompt_variant_template="{prompt} Stay on track."),
+                   experiment_metadata={"variant": "self_monitor"})
+    paths = []
+    for name, d in (("experiment_results_70b_20260101_000000.json", doc),
+                    ("experiment_multi_boost_70b_20260101_000000.json", boost),
+                    ("experiment_5_prompt_variants_70b_self_monitor_20260101_000000.json", variant)):
+        p = tmp_path / name
+        p.write_text(json.dumps(d))
+        paths.append(p)
+    with pytest.warns(UserWarning):
+        conds = [{t.condition for t in s.read_authors_results(p)[0]} for p in paths]
+    assert conds == [{"steered"}, {"multi_boost"}, {"prompt_variant:self_monitor"}]
+    with pytest.warns(UserWarning):
+        df = s.load_authors_results(paths)
+    with pytest.raises(ValueError, match="mixes trials of different experiments/conditions"):
+        metrics.summarize(df, by="model_name", n_boot=50)
+    table = metrics.summarize(df, by=["model_name", "condition"], metrics=["esr_rate"], n_boot=50)
+    assert list(table["condition"]) == ["steered", "multi_boost", "prompt_variant:self_monitor"]
+    assert list(table["n"]) == [4, 4, 4]
+    pooled = metrics.summarize(df, by="model_name", metrics=["esr_rate"], n_boot=50, pool_conditions=True)
+    assert list(pooled["n"]) == [12]
+
+
 def test_authors_reader_reports_bad_records(tmp_path):
     doc = json.loads(AUTHORS_SAMPLE.read_text())
     del doc["results_by_feature"][0]["trials"][1]["prompt"]

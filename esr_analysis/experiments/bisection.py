@@ -41,10 +41,11 @@ class BisectionStep:
     p: float | None = None
     samples: list[float | None] = field(default_factory=list)
     note: str | None = None
+    degenerate: list[bool] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.step, "x": self.x, "score": self.score, "y": self.y, "p": self.p,
-                "samples": self.samples, "note": self.note}
+                "samples": self.samples, "degenerate": self.degenerate, "note": self.note}
 
 
 class ProbabilisticBisection:
@@ -88,9 +89,11 @@ class ProbabilisticBisection:
         return y, min(max(p, 1e-12), 1.0 - 1e-12)
 
     def update(self, x: float, score: float | None, *, samples: list[float | None] | None = None,
-               note: str | None = None) -> BisectionStep:
-        """Apply one observation at ``x`` (``score=None`` records the step without updating)."""
-        step = BisectionStep(step=len(self.history), x=float(x), score=score, samples=list(samples or []), note=note)
+               note: str | None = None, degenerate: list[bool] | None = None) -> BisectionStep:
+        """Apply one observation at ``x`` (``score=None`` records the step without updating); ``samples`` and
+        ``degenerate`` (per-sample flags) are recorded with it."""
+        step = BisectionStep(step=len(self.history), x=float(x), score=score, samples=list(samples or []), note=note,
+                             degenerate=list(degenerate or []))
         if score is not None and math.isfinite(score):
             y, p = self.confidence(score)
             cell = int(np.argmin(np.abs(self.grid - x)))

@@ -12,6 +12,9 @@ Paper-vs-code discrepancies (``docs/method.md#paper-vs-code``) are explicit opti
 * ``steer_layer``: e.g. Llama-3.1-8B steers at 12 in the code and 19 in the paper; 70B at 33 with the
   layer-50 SAE;
 * ``llama_extra_header``: the authors' doubled assistant header on Llama (off by default);
+* ``template_system_prompt``: keep a system turn the chat template inserts by itself (Llama 3.1's dated turn,
+  Qwen2.5's "You are Qwen"); the authors' code did, the paper says no system prompt (default: removed);
+  ``system_prompt`` sets an explicit one (default none);
 * ``search.target``: 30 (exp 1/5/8) vs 50 (exp 2 configs);
 * ``search.max_new_tokens``: threshold-search generations use half the trial length (256 of 512).
 """
@@ -60,6 +63,10 @@ class SearchConfig(_Strict):
     confidence_scale: float = Field(5.0, gt=0)
     max_new_tokens: int = Field(256, ge=1)
     measure_achieved: bool = Field(True, description="one extra scored generation at the threshold")
+    fluency_gate: bool = Field(True, description="score only fluent samples; an all-degenerate step scores 0 "
+                                                 "(boost less)")
+    require_fluent_window: bool = Field(True, description="drop a latent whose search never saw a fluent "
+                                                          "off-topic sample (reason counted in calibration.json)")
     seed: int = 0
 
     @field_validator("target")
@@ -104,6 +111,8 @@ class ExperimentConfig(_Strict):
     batch_size: int = Field(16, ge=1)
     scope: Literal["all", "prompt", "generated"] = "all"
     llama_extra_header: bool = False
+    system_prompt: str | None = Field(None, description="explicit system turn (None: none, as in the paper)")
+    template_system_prompt: bool = Field(False, description="keep the chat template's own default system turn")
     remote: bool | str = Field(False, description="True: run traces on NDIF; a URL: that host; 'local': NDIF's "
                                                   "serialisation run in-process (tests)")
     seed: int = 0
@@ -126,7 +135,7 @@ class ExperimentConfig(_Strict):
 
 
 _PAPER_COMMON: dict[str, Any] = {
-    "judge": "claude", "temperature": 0.6, "max_new_tokens": 512, "n_prompts_per_latent": 5, "batch_size": 16,
+    "judge": "claude", "template_system_prompt": True, "temperature": 0.6, "max_new_tokens": 512, "n_prompts_per_latent": 5, "batch_size": 16,
     "selection": {"n_latents": 500, "relevance_rule": "zero", "concreteness_judge": "claude-sonnet-4-5-20250929",
                   "min_concreteness": 65.0},
 }
@@ -147,16 +156,29 @@ def _paper(model: str, lower: float, upper: float, mean: float, std: float, **ex
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The offline main job (make demo): embedded Qwen + the shipped SAE + the offline judge, sized for
-    # <= 15 min on 2 CPU cores.
+    # <= 15 min on 2 CPU cores. Regime from scripts/regime_study.py (docs/experiments.md#regime): steer layer 12
+    # (the SAE's layer), scope all, temperature 0.6, repetition penalty 1.1; fluent off-topic drift lies near
+    # 0.25-0.5x the median residual norm (~20.5), i.e. about 10-25 SAE units for a median decoder row (~0.5),
+    # and output degenerates from about 1x (~40 units). Bounds [0, 48], prior N(20, 12); the fluency gate
+    # keeps the search below the collapse.
     "embedded-demo": {
         "name": "embedded-demo", "model": "qwen2.5-coder-0.5b-instruct", "sae": None, "judge": "offline",
         "n_prompts_per_latent": 3, "temperature": 0.6, "max_new_tokens": 64, "batch_size": 18,
         "repetition_penalty": 1.1, "experiments": ["exp1", "exp8"],
         "selection": {"n_latents": 6, "candidate_factor": 8, "relevance_rule": "zero"},
-        # shipped SAE: decoder rows have median norm ~0.5 and the layer-12 residual median norm is ~20,
-        # so 40 SAE units add about one median residual norm
-        "search": {"target": 30.0, "n_steps": 4, "samples_per_step": 1, "lower": 0.0, "upper": 120.0,
-                   "prior_mean": 40.0, "prior_std": 25.0, "max_new_tokens": 32, "measure_achieved": False},
+        "search": {"target": 30.0, "n_steps": 4, "samples_per_step": 1, "lower": 0.0, "upper": 48.0,
+                   "prior_mean": 20.0, "prior_std": 12.0, "max_new_tokens": 32, "measure_achieved": False},
+    },
+    # The full-size embedded run: room to recover (128 new tokens per trial, the search at half length as in
+    # the paper), 30 latents x 5 prompts. Wall time on 2 quiet CPU cores estimated from measured per-trial
+    # rates in docs/experiments.md (about 45-50 min); not a demo.
+    "embedded-full": {
+        "name": "embedded-full", "model": "qwen2.5-coder-0.5b-instruct", "sae": None, "judge": "offline",
+        "n_prompts_per_latent": 5, "temperature": 0.6, "max_new_tokens": 128, "batch_size": 30,
+        "repetition_penalty": 1.1, "experiments": ["exp1", "exp8"],
+        "selection": {"n_latents": 30, "candidate_factor": 8, "relevance_rule": "zero"},
+        "search": {"target": 30.0, "n_steps": 8, "samples_per_step": 1, "lower": 0.0, "upper": 48.0,
+                   "prior_mean": 20.0, "prior_std": 12.0, "max_new_tokens": 64, "measure_achieved": True},
     },
     "paper-llama-3.3-70b": _paper("meta-llama/Llama-3.3-70B-Instruct", 0, 100, 7, 5,
                                   search={"samples_per_step": 5}),

@@ -5,7 +5,9 @@ Run directory layout (``<output_dir>/<name>`` unless given)::
     config.json        the ExperimentConfig (resume reads it)
     identity.json      the model and the SAE (source + content fingerprint) the run was made with
     selection.json     the selected latents and the removal counts of every filter
-    thresholds.json    per latent: threshold, achieved score, whole search history
+    thresholds.json    per latent: threshold, achieved score, whole search history (with degenerate flags)
+    calibration.json   latents dropped after calibration and why (no fluent off-topic window), counted
+    samples.md         a few responses per condition at the threshold, with their attempts and scores
     exp1/ exp8/ ...    one store run each (manifest.json + trials.jsonl)
     exp7_agreement.json  cross-judge agreement (when exp7 runs)
 
@@ -149,8 +151,19 @@ def run_pipeline(config: ExperimentConfig | str | dict[str, Any], *, overrides: 
 
     tcache = ThresholdCache(Path(cache_dir or default_cache_dir()) / "thresholds") if session.gen_cache else None
     calibrated = calibrate(session, latents, cache=tcache)
-    thresholds = {lat: r.threshold for lat, r in calibrated.items()}
     _write_json(rd / "thresholds.json", {str(k): r.as_dict() for k, r in calibrated.items()})
+    dropped = {str(lat): "no_fluent_offtopic_window" for lat, r in calibrated.items()
+               if cfg.search.require_fluent_window and not r.fluent_window}
+    _write_json(rd / "calibration.json", {"dropped": dropped, "removed": {"no_fluent_offtopic_window": len(dropped)},
+                                          "kept": [lat for lat in latents if str(lat) not in dropped]})
+    if dropped:
+        log.warning("%d of %d latents have no fluent off-topic window and are dropped: %s", len(dropped),
+                    len(latents), ", ".join(dropped))
+    latents = [lat for lat in latents if str(lat) not in dropped]
+    if not latents:
+        raise ConfigError("no calibrated latent has a fluent off-topic window (see thresholds.json histories); "
+                          "lower search.upper, draw more latents, or --set search.require_fluent_window=false")
+    thresholds = {lat: calibrated[lat].threshold for lat in latents}
     timings["calibration"] = time.monotonic() - t
 
     result = PipelineResult(run_dir=rd, latents=latents, thresholds=thresholds)
@@ -158,6 +171,9 @@ def run_pipeline(config: ExperimentConfig | str | dict[str, Any], *, overrides: 
         t = time.monotonic()
         result.experiments[exp] = run_experiment(session, exp, rd, thresholds)
         timings[exp] = time.monotonic() - t
+    from esr_analysis.experiments.samples import write_samples
+
+    write_samples(rd)
     timings["total"] = time.monotonic() - t0
     result.timings = timings
     result.stats = dict(session.stats)

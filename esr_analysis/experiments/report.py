@@ -42,6 +42,30 @@ def report_tables(run_dir: str | Path, *, n_boot: int = 1000, seed: int = 0) -> 
     return out
 
 
+def degenerate_shares(run_dir: str | Path) -> dict[str, dict[str, tuple[int, int]]]:
+    """``{experiment: {condition: (degenerate, n)}}``: how many responses with text are degenerate
+    (:func:`esr_analysis.metrics.fluency.is_degenerate`, stored per trial as ``fluency``)."""
+    from esr_analysis.store.read import load_run
+
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for name, path in _store_runs(Path(run_dir)).items():
+        df = load_run(path)
+        if df.empty:
+            continue
+        per: dict[str, tuple[int, int]] = {}
+        for cond, group in df.groupby("condition", sort=False):
+            flags = [bool(v) for v in group["degenerate"] if v is not None and v == v]
+            per[str(cond)] = (sum(flags), len(flags))
+        out[name] = per
+    return out
+
+
+def format_degenerate(shares: dict[str, tuple[int, int]]) -> str:
+    """``degenerate responses: steered 3/18 (16.7%), ...``."""
+    parts = [f"{c} {k}/{n} ({100 * k / n:.1f}%)" if n else f"{c} -" for c, (k, n) in shares.items()]
+    return "degenerate responses: " + ", ".join(parts)
+
+
 def _fmt(metric: str, v: float) -> str:
     if v != v:  # NaN
         return "-"
@@ -75,6 +99,15 @@ def report(run_dir: str | Path, **kwargs: Any) -> str:
     if thr.is_file():
         t = json.loads(thr.read_text())
         parts.append("thresholds: " + ", ".join(f"{k}={v['threshold']:g}" for k, v in t.items()))
+    cal = rd / "calibration.json"
+    if cal.is_file():
+        dropped = json.loads(cal.read_text()).get("dropped", {})
+        if dropped:
+            parts.append(f"dropped after calibration: {len(dropped)} latent(s) with no fluent off-topic window "
+                         f"({', '.join(dropped)})")
+    shares = degenerate_shares(rd)
     for name, df in report_tables(rd, **kwargs).items():
         parts.append(f"\n== {name} ==\n{format_table(df)}")
+        if name in shares:
+            parts.append(format_degenerate(shares[name]))
     return "\n".join(parts)

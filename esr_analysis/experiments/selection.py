@@ -13,7 +13,8 @@
 
    * ``"zero"`` (authors' code): keep a latent only if its maximum is exactly 0 on every prompt;
    * ``"topk"`` (paper text): drop a latent if it is among the ``top_k`` latents (by max activation, over the
-     **whole** SAE) of any prompt;
+     **whole** SAE) of any prompt. Only latents that fire (max > 0) can be "top": on a prompt with fewer than
+     ``top_k`` active latents the rest tie at 0 and are not removed;
    * ``"none"``: no relevance filter.
 5. The first ``n_latents`` survivors in draw order are returned (possibly fewer, with a warning).
 """
@@ -175,7 +176,8 @@ def select_latents(model: Any, sae: Any, prompts: Sequence[str], *, n_latents: i
             mx = max_activations(model, sae, prompts, list(range(d_sae)), layer, batch_size=batch_size,
                                  remote=remote)
             k = min(top_k, d_sae)
-            top = set(mx.topk(k, dim=1).indices.flatten().tolist())
+            vals, idx = mx.topk(k, dim=1)
+            top = set(idx[vals > 0].tolist())
             keep = [i for i in alive if i not in top]
         report.removed[f"relevance_{relevance_rule}"] = len(alive) - len(keep)
         alive = keep

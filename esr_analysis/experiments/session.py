@@ -110,6 +110,13 @@ class Session:
         return SamplingSettings(temperature=c.temperature, top_p=c.top_p, repetition_penalty=self.repetition_penalty,
                                 max_new_tokens=max_new_tokens or c.max_new_tokens)
 
+    def chat_options(self) -> dict[str, Any]:
+        """How prompts are rendered into model input (the chat flags of
+        :func:`esr_analysis.models.chat.format_chat`); part of every generation and threshold cache key."""
+        c = self.config
+        return {"chat": True, "llama_extra_header": c.llama_extra_header, "system_prompt": c.system_prompt,
+                "template_system_prompt": c.template_system_prompt}
+
     def steer(self, latent: int, boost: float) -> Any:
         """The steering intervention of ``latent`` at ``boost`` SAE units at the config's layer and scope."""
         from esr_analysis.steering.interventions import AddLatent
@@ -130,7 +137,7 @@ class Session:
         keys: list[str | None] = [None] * n
         if self.gen_cache is not None:
             versions = library_versions()
-            chat = {"chat": True, "llama_extra_header": self.config.llama_extra_header}
+            chat = self.chat_options()
             sae_id = self.sae_identity
             for i in range(n):
                 key = GenerationCache.key(model_id=self.model_id, sae=sae_id,
@@ -145,6 +152,8 @@ class Session:
             res = generate(self.model, [prompts[i] for i in todo], interventions=[list(interventions[i]) for i in todo],
                            sae=self.sae, settings=settings, seeds=[int(seeds[i]) for i in todo],
                            batch_size=self.config.batch_size, llama_extra_header=self.config.llama_extra_header,
+                           system_prompt=self.config.system_prompt,
+                           template_system_prompt=self.config.template_system_prompt,
                            remote=self.config.remote, progress=self.progress)
             self.stats["gen_s"] += time.monotonic() - t0
             self.stats["generated"] += len(todo)

@@ -352,8 +352,13 @@ def summarize(
     n_boot: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
+    pool_conditions: bool = False,
 ) -> pd.DataFrame:
     """The report table: one row per metric (and per group of ``by`` columns, if given).
+
+    A group may not mix trials of different ``(experiment, condition)`` (e.g. the authors' exp 1 files with
+    their boost-sweep or meta-prompt files under one ``model_name``): that raises ``ValueError`` unless
+    ``pool_conditions=True`` says the pooling is meant. Add ``"condition"`` to ``by`` or filter first.
 
     Columns: ``metric, value, count`` (rates only), ``n`` (the metric's denominator), ``ci_low, ci_high``
     (Wilson for rates, Student-t for means), ``boot_low, boot_high`` (latent-clustered bootstrap),
@@ -379,6 +384,15 @@ def summarize(
         groups[tuple(None for _ in keys)] = []
     table: list[dict[str, Any]] = []
     for group_key, group_rows in groups.items():
+        if not pool_conditions:
+            arms = {tuple(None if is_missing(r.get(f)) else str(r.get(f)) for f in ("experiment", "condition"))
+                    for r in group_rows}
+            if len(arms) > 1:
+                names = ", ".join(sorted("/".join(a for a in arm if a) or "?" for arm in arms))
+                where = f"group {dict(zip(keys, group_key, strict=True))} " if keys else ""
+                raise ValueError(f"{where}mixes trials of different experiments/conditions ({names}); their metrics "
+                                 "are not one population: add 'condition' to by=, filter the trials, or pass "
+                                 "pool_conditions=True")
         valid = prepare_trials(group_rows, exclude_degraded=exclude_degraded)
         for name in names:
             est = estimate(

@@ -64,6 +64,8 @@ def generate(
     batch_size: int = 16,
     chat: bool = True,
     llama_extra_header: bool = False,
+    system_prompt: str | None = None,
+    template_system_prompt: bool = False,
     remote: bool | str = False,
     progress: bool = True,
 ) -> list[GenerationResult]:
@@ -72,7 +74,9 @@ def generate(
     ``interventions`` is either one list applied to every row or one list per row. ``seeds`` is one seed
     per row, or an int ``s`` giving row ``i`` the seed ``s + i``; by default each row's seed is derived
     from its prompt and interventions. Rows are generated in batches of ``batch_size`` (one nnsight
-    generate each); results come back in the order of ``prompts``.
+    generate each); results come back in the order of ``prompts``. ``system_prompt`` and
+    ``template_system_prompt``: see :func:`esr_analysis.models.chat.format_chat` (default: no system turn, as
+    in the paper).
     """
     import torch
     from tqdm.auto import tqdm
@@ -92,7 +96,9 @@ def generate(
         raise ValueError(f"got {len(seeds)} seeds for {len(rows)} prompts")
 
     name = model_facts(model)[0]
-    formatted = [format_chat(model.tokenizer, p, chat=chat, llama_extra_header=llama_extra_header) for p in prompts]
+    formatted = [format_chat(model.tokenizer, p, chat=chat, llama_extra_header=llama_extra_header,
+                             system_prompt=system_prompt, template_system_prompt=template_system_prompt)
+                 for p in prompts]
     records, addends, ablations = resolve_rows(model, rows, sae, median_norm_function(remote))
     row_seeds = (list(seeds) if seeds is not None
                  else [derive_seed(p, [r.model_dump() for r in recs]) for p, recs in zip(prompts, records, strict=True)])

@@ -8,8 +8,11 @@ The authors' file is one JSON document::
                                          "seed", "response", "score": {...} | null, "error"}]}],
      ["ablated_latents": [...], "boost_levels": [...], "experiment_metadata": {...}, ...]}
 
-Mapping onto :class:`Trial`: ``experiment="authors"``; ``condition`` is ``"no_steering"`` when the config
-disables steering, ``"ablation"`` when the file lists ``ablated_latents``, else ``"steered"``;
+Mapping onto :class:`Trial`: ``experiment="authors"``; ``condition`` (:func:`authors_condition`) is
+``"no_steering"`` when the config disables steering, ``"ablation"`` when the file lists ``ablated_latents``,
+``"multi_boost"`` for an exp 2 boost sweep (``boost_levels``/``n_boost_levels`` present; the trial's
+``boost`` is its level), ``"prompt_variant:<id>"`` for an exp 5 meta-prompt file
+(``experiment_config.prompt_variant_id``), else ``"steered"`` (exp 1);
 ``latent``/``latent_label`` from the trial (else its feature); ``boost`` is the trial's ``threshold`` (the
 strength actually used, also in exp 2) in ``unit="sae"`` at ``scope="all"``; ``interventions`` are an
 ``add_latent`` (and an ``ablate_latents``) dict with ``layer=None`` (the files do not record layers);
@@ -45,7 +48,7 @@ from .schema import Trial
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["load_authors_results", "read_authors_results"]
+__all__ = ["authors_condition", "load_authors_results", "read_authors_results"]
 
 _TRIAL_KEYS = {"prompt", "feature_index_in_sae", "feature_label", "threshold", "seed", "response", "score", "error"}
 
@@ -76,6 +79,21 @@ def _grade(score: Any, judge_id: str | None) -> dict[str, Any] | None:
     return grade
 
 
+def authors_condition(doc: Mapping[str, Any]) -> str:
+    """The condition of every trial of one authors' result document (see the module docstring)."""
+    config = doc.get("experiment_config") or {}
+    if config.get("disable_steering"):
+        return "no_steering"
+    if doc.get("ablated_latents"):
+        return "ablation"
+    if doc.get("boost_levels") is not None or doc.get("n_boost_levels") is not None:
+        return "multi_boost"
+    variant = config.get("prompt_variant_id")
+    if variant:
+        return f"prompt_variant:{variant}"
+    return "steered"
+
+
 def read_authors_results(path: str | Path, *, strict: bool = True) -> tuple[list[Trial], LoadReport]:
     """Read one of the authors' result JSON files into :class:`Trial` records and a :class:`LoadReport`."""
     p = Path(path)
@@ -96,7 +114,7 @@ def read_authors_results(path: str | Path, *, strict: bool = True) -> tuple[list
     judge_id = config.get("judge_model_name")
     no_steering = bool(config.get("disable_steering"))
     ablated = doc.get("ablated_latents") or []
-    condition = "no_steering" if no_steering else ("ablation" if ablated else "steered")
+    condition = authors_condition(doc)
     trials: list[Trial] = []
     n_records = 0
     for i, feature in enumerate(doc["results_by_feature"]):
@@ -171,8 +189,9 @@ def read_authors_results(path: str | Path, *, strict: bool = True) -> tuple[list
 def load_authors_results(paths: str | Path | Iterable[str | Path], *, strict: bool = True) -> pd.DataFrame:
     """One or more authors' result files as one DataFrame (the columns of
     :func:`~esr_analysis.store.trials_to_frame` plus ``model_name`` and ``source_file``), ready for
-    :func:`esr_analysis.metrics.summary.summarize` (group pooled files with ``by="model_name"``: latent indices are
-    only comparable within one model's SAE).  ``df.attrs["load_reports"]`` holds one :class:`LoadReport`
+    :func:`esr_analysis.metrics.summary.summarize` (group pooled files with ``by=["model_name", "condition"]``:
+    latent indices are only comparable within one model's SAE, and exp 1, exp 2 and exp 5 files are different
+    conditions; ``summarize`` refuses to pool them).  ``df.attrs["load_reports"]`` holds one :class:`LoadReport`
     per file, with the file's header (config etc.)."""
     path_list = [paths] if isinstance(paths, str | Path) else list(paths)
     all_trials: list[Trial] = []

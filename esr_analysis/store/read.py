@@ -213,9 +213,20 @@ def read_manifest(directory: str | Path) -> RunManifest:
 FRAME_COLUMNS: tuple[str, ...] = (
     "trial_id", "experiment", "condition", "prompt", "latent", "latent_label", "boost", "unit", "seed", "scope",
     "layer_steer", "layer_ablate", "layer_read", "n_interventions", "response", "n_output_tokens",
-    "graded", "n_attempts", "first_score", "last_score", "scores", "error", "judge_id", "rubric_hash",
+    "graded", "n_attempts", "first_score", "last_score", "scores", "degenerate", "error", "judge_id", "rubric_hash",
     "started_at", "finished_at", "grade", "interventions", "meta",
 )
+
+
+def _degenerate(t: Trial) -> bool | None:
+    """The stored fluency verdict, else the rule applied to the response now (``None`` without a response)."""
+    if t.fluency is not None and "degenerate" in t.fluency:
+        return bool(t.fluency["degenerate"])
+    if t.response is None:
+        return None
+    from esr_analysis.metrics.fluency import is_degenerate
+
+    return is_degenerate(t.response)
 
 
 def _trial_row(t: Trial, scored_attempts: Any) -> dict[str, Any]:
@@ -244,6 +255,7 @@ def _trial_row(t: Trial, scored_attempts: Any) -> dict[str, Any]:
         "first_score": scores[0] if scores else None,
         "last_score": scores[-1] if scores else None,
         "scores": scores,
+        "degenerate": _degenerate(t),
         "error": t.error or grade_error or None,
         "judge_id": grade.get("judge_id") if grade else None,
         "rubric_hash": grade.get("rubric_hash") if grade else None,

@@ -33,6 +33,7 @@ __all__ = [
     "RunManifest",
     "Trial",
     "canonical_json",
+    "fluency_record",
     "intervention_key",
     "trial_from_generation",
     "trial_key",
@@ -137,7 +138,9 @@ class Trial(BaseModel):
     ``boost`` is the steering strength in ``unit`` (``"sae"``: raw SAE latent units; ``"relative"``:
     multiples of the median residual norm); ``seed`` the sampling seed; ``scope`` the positions steered
     (``all``/``prompt``/``generated``).  ``error`` is a generation or grading failure (the trial is then
-    excluded from every metric).  ``key_extra`` holds any extra identity (e.g. a replicate index or the
+    excluded from every metric).  ``fluency`` is the response's
+    :class:`~esr_analysis.metrics.fluency.FluencyMeasures` as a dict (with ``degenerate``) plus the rule's
+    ``version``.  ``key_extra`` holds any extra identity (e.g. a replicate index or the
     source position of a foreign record); ``meta`` holds free-form non-identity data.
     """
 
@@ -164,6 +167,7 @@ class Trial(BaseModel):
     output_ids: list[int] | None = None
     settings: dict[str, Any] | None = None
     grade: dict[str, Any] | None = None
+    fluency: dict[str, Any] | None = None
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -244,6 +248,16 @@ def _analysis_versions() -> dict[str, str]:
     return out
 
 
+def fluency_record(text: str | None) -> dict[str, Any] | None:
+    """What a trial stores as ``fluency``: the measures of ``text`` and the rule's version (``None`` for no
+    text)."""
+    if text is None:
+        return None
+    from ..metrics.fluency import FLUENCY_VERSION, fluency_measures
+
+    return {**fluency_measures(text).as_dict(), "version": FLUENCY_VERSION}
+
+
 def _dump(obj: Any) -> Any:
     dump = getattr(obj, "model_dump", None)
     return dump(mode="json") if callable(dump) else obj
@@ -284,6 +298,7 @@ def trial_from_generation(
         "settings": _dump(getattr(generation, "settings", None)),
         "interventions": interventions,
         "grade": grade_dict,
+        "fluency": fluency_record(getattr(generation, "text", None)),
         "error": error,
     }
     if spec is not None:
