@@ -388,9 +388,9 @@ def summarize(
             arms = {tuple(None if is_missing(r.get(f)) else str(r.get(f)) for f in ("experiment", "condition"))
                     for r in group_rows}
             if len(arms) > 1:
-                names = ", ".join(sorted("/".join(a for a in arm if a) or "?" for arm in arms))
+                arm_names = ", ".join(sorted("/".join(a for a in arm if a) or "?" for arm in arms))
                 where = f"group {dict(zip(keys, group_key, strict=True))} " if keys else ""
-                raise ValueError(f"{where}mixes trials of different experiments/conditions ({names}); their metrics "
+                raise ValueError(f"{where}mixes trials of different experiments/conditions ({arm_names}); their metrics "
                                  "are not one population: add 'condition' to by=, filter the trials, or pass "
                                  "pool_conditions=True")
         valid = prepare_trials(group_rows, exclude_degraded=exclude_degraded)
