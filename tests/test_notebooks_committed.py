@@ -95,3 +95,11 @@ def test_scrub_replaces_machine_strings_in_every_text_output():
     assert findings(out, _machine_patterns()) == []
     assert "execution" not in out.cells[0].metadata
     assert out.cells[0].outputs[1]["data"]["image/png"] == "iVBORw0K"
+
+
+def test_make_notebooks_runs_every_notebook_and_rejects_unknown_names(capsys):
+    run = runner()
+    assert run.notebook_names() == NAMES
+    with pytest.raises(SystemExit):
+        run.main(["99_no_such_notebook"])
+    assert "no such notebook: 99_no_such_notebook" in capsys.readouterr().err
