@@ -33,10 +33,11 @@ def notebook_names() -> list[str]:
 
 
 def execute(py: str | Path, *, small: bool, cwd: str | Path, env: Mapping[str, str] | None = None,
-            timeout: int = 1800) -> Any:
+            timeout: int | None = None) -> Any:
     """Run the percent notebook ``py`` top to bottom in a fresh kernel whose working directory is ``cwd``;
     return the executed notebook (nothing is written). ``small`` sets ``ESR_SMALL``; ``env`` adds variables.
-    Figures are drawn with the inline backend so they land in the outputs."""
+    Figures are drawn with the inline backend so they land in the outputs. ``timeout``: seconds per cell
+    (``None``: no limit; a loaded 2-core machine can need many minutes for one batched generation)."""
     import jupytext
     from nbclient import NotebookClient
 
@@ -90,7 +91,7 @@ def scrub(nb: Any, subs: Mapping[str, str] | None = None) -> Any:
     return nb
 
 
-def write_executed(name: str, *, timeout: int = 1800) -> float:
+def write_executed(name: str, *, timeout: int | None = None) -> float:
     """Execute ``notebooks/<name>.py`` at its full setting and write ``notebooks/<name>.ipynb`` atomically;
     return the wall time in seconds."""
     import nbformat
@@ -106,7 +107,7 @@ def write_executed(name: str, *, timeout: int = 1800) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="*", help="notebooks to run (default: all), e.g. 03_esr_rates")
-    ap.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    ap.add_argument("--timeout", type=int, default=0, help="seconds per cell (0: no limit)")
     args = ap.parse_args(argv)
     names = args.names or notebook_names()
     unknown = [n for n in names if not (NOTEBOOKS / f"{n}.py").is_file()]
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     total = time.monotonic()
     for name in names:
         print(f"{name}: executing ...", flush=True)
-        print(f"{name}: written in {write_executed(name, timeout=args.timeout):.0f} s", flush=True)
+        print(f"{name}: written in {write_executed(name, timeout=args.timeout or None):.0f} s", flush=True)
     print(f"all {len(names)} notebook(s) in {time.monotonic() - total:.0f} s", flush=True)
     return 0
 

@@ -12,6 +12,9 @@ import pytest
 from nbrun import NOTEBOOKS, ROOT, check_pairing, output_texts, runner
 
 NAMES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+WITH_OUTPUTS = ("02_steered_generation",)
+"""Notebooks committed with the outputs of `make notebooks`: every code cell executed, no error, a figure shown.
+(Add a notebook here once `make notebooks` has executed it on the machine that commits it.)"""
 
 
 def _secret_patterns() -> list[re.Pattern[str]]:
@@ -57,6 +60,16 @@ def test_pairs_are_in_sync(name):
     check_pairing(name)
 
 
+@pytest.mark.parametrize("name", WITH_OUTPUTS)
+def test_committed_with_outputs_and_figures(name):
+    nb = _read(name)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") is not None for c in code), f"{name}.ipynb has unexecuted cells"
+    outputs = [o for c in code for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"], f"{name}.ipynb holds an error"
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{name}.ipynb shows no figure"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_outputs_carry_no_secrets(name):
     assert findings(_read(name), _secret_patterns()) == []
@@ -95,3 +108,11 @@ def test_scrub_replaces_machine_strings_in_every_text_output():
     assert findings(out, _machine_patterns()) == []
     assert "execution" not in out.cells[0].metadata
     assert out.cells[0].outputs[1]["data"]["image/png"] == "iVBORw0K"
+
+
+def test_make_notebooks_runs_every_notebook_and_rejects_unknown_names(capsys):
+    run = runner()
+    assert run.notebook_names() == NAMES
+    with pytest.raises(SystemExit):
+        run.main(["99_no_such_notebook"])
+    assert "no such notebook: 99_no_such_notebook" in capsys.readouterr().err
