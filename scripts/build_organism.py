@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attempts-per-prompt", type=int, default=1)
     ap.add_argument("--max-sentences", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=30)
+    ap.add_argument("--keep-cut-answers", action="store_true",
+                    help="train answers cut at the token limit as prefixes (no end of turn)")
     ap.add_argument("--max-prompts", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--max-length", type=int, default=None)
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                               answer_max_new_tokens=args.answer_max_new_tokens,
                               opening_max_new_tokens=args.opening_max_new_tokens,
                               attempts_per_prompt=args.attempts_per_prompt, max_sentences=args.max_sentences,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, keep_cut_answers=args.keep_cut_answers)
         sc, normal, recipe = data_stage(lm, sae, prompts, acks, build, work)
         recipe = {**recipe, "source": "base model's own text", "sae": spec.sae_source,
                   "prompts_file": os.path.relpath(args.prompts, DATA_DIR.parent),
