@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-prompts", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--max-length", type=int, default=None)
+    ap.add_argument("--micro-batch", type=int, default=None)
+    ap.add_argument("--grad-accum", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="default data/adapters/<name>")
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path("runs") / "organism" / name
     out = args.out or DATA_DIR / "adapters" / name
     settings = PRESETS[args.preset]
-    changes = {k: v for k, v in (("epochs", args.epochs), ("max_length", args.max_length)) if v is not None}
+    changes = {k: v for k, v in (("epochs", args.epochs), ("max_length", args.max_length), ("lr", args.lr),
+                                 ("micro_batch", args.micro_batch), ("grad_accum", args.grad_accum)) if v is not None}
     if changes:
         from dataclasses import replace
 
