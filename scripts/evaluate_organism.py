@@ -146,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                      "n_prompts_per_latent": args.n_prompts_per_latent, "base": base.name, "organism": org_name,
                      "command": "python scripts/evaluate_organism.py "
                                 + " ".join(argv if argv is not None else sys.argv[1:])})
+        on_disk = json.loads(work_path.read_text()) if work_path.is_file() else {}  # another condition's run
+        for key, value in on_disk.items():
+            if key == "_meta":
+                for k, v in value.items():
+                    if isinstance(v, dict):
+                        info.setdefault(k, {}).update({c: x for c, x in v.items() if c not in info.get(k, {})})
+            else:
+                report.setdefault(key, value)
         atomic_write_json(work_path, report)
         logging.info("%s done in %.0f s: %s", cond, time.monotonic() - t0,
                      {k: report[k]["multi_attempt_rate"] for k in report if k.startswith(cond)})
