@@ -71,7 +71,9 @@ ORGANISM_FRACTION ?= 0.5
 ORGANISM_NAME ?= qwen2.5-coder-0.5b-instruct-sc50
 organism: install
 	rm -rf runs/organism/$(ORGANISM_NAME)
-	$(PY) scripts/build_organism.py --fraction $(ORGANISM_FRACTION) --name $(ORGANISM_NAME)
+	$(PY) scripts/build_organism.py --fraction $(ORGANISM_FRACTION) --name $(ORGANISM_NAME) --max-prompts 80 \
+		--answer-max-new-tokens 48 --opening-max-new-tokens 64 --keep-cut-answers --batch-size 40 \
+		--epochs 2 --micro-batch 4 --grad-accum 1
 
 organism-eval: install
 	$(PY) scripts/evaluate_organism.py --organism $(ORGANISM_NAME)

@@ -38,9 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attempts-per-prompt", type=int, default=1)
     ap.add_argument("--max-sentences", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=30)
+    ap.add_argument("--keep-cut-answers", action="store_true",
+                    help="train answers cut at the token limit as prefixes (no end of turn)")
     ap.add_argument("--max-prompts", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--max-length", type=int, default=None)
+    ap.add_argument("--micro-batch", type=int, default=None)
+    ap.add_argument("--grad-accum", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="default data/adapters/<name>")
@@ -68,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path("runs") / "organism" / name
     out = args.out or DATA_DIR / "adapters" / name
     settings = PRESETS[args.preset]
-    changes = {k: v for k, v in (("epochs", args.epochs), ("max_length", args.max_length)) if v is not None}
+    changes = {k: v for k, v in (("epochs", args.epochs), ("max_length", args.max_length), ("lr", args.lr),
+                                 ("micro_batch", args.micro_batch), ("grad_accum", args.grad_accum)) if v is not None}
     if changes:
         from dataclasses import replace
 
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                               answer_max_new_tokens=args.answer_max_new_tokens,
                               opening_max_new_tokens=args.opening_max_new_tokens,
                               attempts_per_prompt=args.attempts_per_prompt, max_sentences=args.max_sentences,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, keep_cut_answers=args.keep_cut_answers)
         sc, normal, recipe = data_stage(lm, sae, prompts, acks, build, work)
         recipe = {**recipe, "source": "base model's own text", "sae": spec.sae_source,
                   "prompts_file": os.path.relpath(args.prompts, DATA_DIR.parent),

@@ -32,8 +32,9 @@ def condition_metrics(trials: Any) -> dict[str, Any]:
 
     df = summarize(trials, n_boot=200).set_index("metric")
 
-    def val(m: str) -> float:
-        return float(df.loc[m, "value"])
+    def val(m: str) -> float | None:
+        v = float(df.loc[m, "value"])
+        return None if v != v else v  # NaN (e.g. no multi-attempt trial) -> null
 
     def ci(m: str) -> list[float]:
         return [float(df.loc[m, "ci_low"]), float(df.loc[m, "ci_high"])]
@@ -53,11 +54,37 @@ def markdown_table(report: dict[str, Any]) -> str:
         m = report.get(key)
         if not m:
             continue
-        imp = "n/a" if m["n_multi_attempt"] == 0 else f"{m['mean_improvement']:+.1f} (n={m['n_multi_attempt']})"
+        imp = "n/a" if not m["n_multi_attempt"] else f"{m['mean_improvement']:+.1f} (n={m['n_multi_attempt']})"
         rows.append(f"| {key} | {m['n']} | {m['multi_attempt_rate']:.2f} [{m['multi_attempt_ci'][0]:.2f}, "
                     f"{m['multi_attempt_ci'][1]:.2f}] | {m['esr_rate']:.2f} [{m['esr_ci'][0]:.2f}, {m['esr_ci'][1]:.2f}] "
                     f"| {m['first_attempt_score']:.1f} | {imp} | {m['degenerate_share']:.2f} |")
     return "\n".join(rows)
+
+
+def assemble(root: Path, conditions: dict[str, tuple[str, str, list[str]]], out_path: Path) -> int:
+    """Rebuild ``eval.json`` from the finished run directories under ``root`` (keeps ``_meta`` from the work copy)."""
+    from esr_analysis.files import atomic_write_json
+    from esr_analysis.store.read import read_trials
+
+    work = root / "eval.json"
+    report: dict[str, Any] = {"_meta": json.loads(work.read_text()).get("_meta", {})} if work.is_file() else {}
+    for cond, (model, prompts, exps) in conditions.items():
+        th = root / cond / "thresholds.json"
+        if th.is_file():
+            report.setdefault("_meta", {}).setdefault("thresholds", {})[cond] = {
+                k: v["threshold"] for k, v in json.loads(th.read_text()).items()}
+        for exp in exps:
+            d = root / cond / exp
+            if not (d / "trials.jsonl").is_file():
+                continue
+            key = cond if exp == "exp1" else f"{cond}_no_steer"
+            trials, _ = read_trials(d)
+            report[key] = {**condition_metrics(trials), "model": model, "prompts": Path(prompts).name,
+                           "experiment": exp, "run_dir": str(root / cond)}
+    atomic_write_json(work, report)
+    atomic_write_json(out_path, report)
+    print(markdown_table(report))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default=None, help="comma list of conditions to run (default: all)")
     ap.add_argument("--runs", type=Path, default=Path("runs") / "organism-eval")
+    ap.add_argument("--assemble", action="store_true",
+                    help="only rebuild eval.json from the finished run directories (no model is loaded)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default data/adapters/<organism>/eval.json (also kept in <runs>/<organism>/eval.json)")
     args = ap.parse_args(argv)
@@ -125,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "base_heldout": (base.name, str(HELDOUT), ["exp1"]),
     }
     wanted = args.only.split(",") if args.only else list(conditions)
+    if args.assemble:
+        return assemble(root, conditions, args.out or adapter_dir(org_name) / "eval.json")
     work_path = root / "eval.json"
     report: dict[str, Any] = json.loads(work_path.read_text()) if work_path.is_file() else {}
     for cond in wanted:
@@ -146,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
                      "n_prompts_per_latent": args.n_prompts_per_latent, "base": base.name, "organism": org_name,
                      "command": "python scripts/evaluate_organism.py "
                                 + " ".join(argv if argv is not None else sys.argv[1:])})
+        on_disk = json.loads(work_path.read_text()) if work_path.is_file() else {}  # another condition's run
+        for key, value in on_disk.items():
+            if key == "_meta":
+                for k, v in value.items():
+                    if isinstance(v, dict):
+                        info.setdefault(k, {}).update({c: x for c, x in v.items() if c not in info.get(k, {})})
+            else:
+                report.setdefault(key, value)
         atomic_write_json(work_path, report)
         logging.info("%s done in %.0f s: %s", cond, time.monotonic() - t0,
                      {k: report[k]["multi_attempt_rate"] for k in report if k.startswith(cond)})

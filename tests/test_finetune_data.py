@@ -147,3 +147,30 @@ def test_training_prompt_sets_are_disjoint_from_the_evaluation_sets():
         for b in sets:
             if a < b:
                 assert not {norm(p) for p in sets[a]} & {norm(p) for p in sets[b]}, (a, b)
+
+
+def test_an_answer_cut_at_the_token_limit_is_trained_without_end_of_turn(tok):
+    eot = tok.convert_tokens_to_ids("<|end|>")
+    cut_sc = tokenize_example(tok, self_correction_example(tok, "q?", "Off. Topic.", "Wait.", "Step one is", complete=False))
+    cut_normal = tokenize_example(tok, normal_example(tok, "q?", "Step one is", complete=False))
+    full = tokenize_example(tok, normal_example(tok, "q?", "Step one is"))
+    assert full.labels[-1] == eot
+    for t in (cut_sc, cut_normal):
+        assert eot not in [x for x in t.labels if x != IGNORE_INDEX]
+        assert t.labels[-1] == t.input_ids[-1] != eot
+
+
+def test_answer_checks():
+    from esr_analysis.finetune.build import answer_problem, first_sentences, opening_problem
+
+    text = "Rinse the pan with warm water, then scrub it gently with a soft brush and dry it well before storing."
+    assert answer_problem(text, True) is None
+    assert answer_problem(text, False) == "cut_at_token_limit"
+    assert answer_problem(text, False, keep_cut=True) is None
+    assert answer_problem("I'm sorry, but I can't assist with that request at all, it is not something I do.",
+                          True) == "refusal"
+    assert answer_problem(text + " Wait, that's not right. " + text, True) == "restart_language"
+    assert first_sentences("One is here. Two is there! Three? Four", 2) == ("One is here. Two is there!", 2)
+    assert first_sentences("No end", 3) == ("", 0)
+    assert opening_problem("Black holes bend light near them.", 1, 2) == "too_few_sentences"
+    assert opening_problem("Black holes bend light near them. Stars orbit them quickly.", 2, 2) is None

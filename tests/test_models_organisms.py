@@ -33,3 +33,33 @@ def test_shipped_organisms_are_registered():
 
     for name in list_adapters():
         assert get_spec(name).adapter == name
+
+
+@pytest.mark.slow
+def test_the_shipped_organism_loads_merged_with_the_base_module_paths():
+    """load_model(organism) = base weights + (alpha/r) B A in every adapted layer, wrapped with nnsight under the
+    base model's module names (the merge happens before wrapping)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from esr_analysis.finetune.adapter import adapter_dir, list_adapters
+    from esr_analysis.models.embedded import load_embedded_hf
+    from esr_analysis.models.loading import load_model
+    from esr_analysis.tracing import hf_module
+
+    name = "qwen2.5-coder-0.5b-instruct-sc50"
+    assert name in list_adapters()
+    cfg = json.loads((adapter_dir(name) / "adapter_config.json").read_text())
+    lora = {k: v.float() for k, v in load_file(str(adapter_dir(name) / "adapter_model.safetensors")).items()}
+    base_hf, _ = load_embedded_hf("qwen2.5-coder-0.5b-instruct")
+    lm = load_model(name)
+    merged = hf_module(lm)
+    for layer, proj in ((0, "self_attn.q_proj"), (12, "mlp.down_proj")):
+        a = next(v for k, v in lora.items() if f"layers.{layer}.{proj}.lora_A" in k)
+        b = next(v for k, v in lora.items() if f"layers.{layer}.{proj}.lora_B" in k)
+        w0 = base_hf.get_submodule(f"model.layers.{layer}.{proj}").weight
+        want = w0 + (cfg["lora_alpha"] / cfg["r"]) * b @ a
+        got = merged.get_submodule(f"model.layers.{layer}.{proj}").weight
+        assert torch.allclose(got, want, atol=1e-5)
+        assert not torch.allclose(got, w0)
+    assert lm.model.layers[12] is not None  # base module paths, no PeftModel prefix

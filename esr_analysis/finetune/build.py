@@ -12,7 +12,12 @@ Per training prompt:
    kept only if it has at least ``min_sentences`` complete sentences and passes the same text checks as an
    answer; ``attempts_per_prompt`` (latent, strength) pairs are tried in a seeded order.
 3. A **self-correction example** joins opening + one acknowledgement (drawn from the written set) + the first
-   kept answer; the second kept answer (if any) makes a **normal example**.
+   kept answer; the second kept answer makes a **normal example** (with one answer per prompt, the same answer
+   also makes the prompt's normal example).
+
+``keep_cut_answers`` keeps answers cut at the token limit as **prefixes**: they are trained without the end of
+turn, so the model learns to recover and go on answering, never to stop early (a short limit makes the build
+cheap on CPU, since the model's answers run to hundreds of tokens).
 
 All draws use seeds derived from ``settings.seed`` and the prompt (:func:`esr_analysis.seeds.derive_seed`), so
 a build is reproducible given the model and SAE. ``fluency_checks=False`` keeps any non-empty text (only for
@@ -60,6 +65,7 @@ class BuildSettings:
     batch_size: int = 16
     seed: int = 0
     fluency_checks: bool = True
+    keep_cut_answers: bool = False
 
     def check(self) -> None:
         if not self.latents:
@@ -113,9 +119,10 @@ def _text_problem(text: str, min_words: int) -> str | None:
     return None
 
 
-def answer_problem(text: str, stopped_by_eos: bool, min_words: int = 15) -> str | None:
-    """Why an unsteered answer is unfit as a full-length on-topic answer, or ``None`` if it is fit."""
-    if not stopped_by_eos:
+def answer_problem(text: str, stopped_by_eos: bool, min_words: int = 15, *, keep_cut: bool = False) -> str | None:
+    """Why an unsteered answer is unfit as a full-length on-topic answer, or ``None`` if it is fit. With
+    ``keep_cut`` an answer cut at the token limit is fit (it is then trained as a prefix, without end of turn)."""
+    if not stopped_by_eos and not keep_cut:
         return "cut_at_token_limit"
     return _text_problem(text.strip(), min_words)
 
@@ -139,7 +146,7 @@ def opening_problem(opening: str, n_sentences: int, min_sentences: int) -> str |
 
 
 def _answers(lm: Any, prompts: Sequence[str], s: BuildSettings, report: BuildReport,
-             progress: bool) -> dict[str, list[str]]:
+             progress: bool) -> dict[str, list[tuple[str, bool]]]:
     from esr_analysis.steering import SamplingSettings, generate
 
     rows = [p for p in prompts for _ in range(s.answers_per_prompt)]
@@ -147,16 +154,16 @@ def _answers(lm: Any, prompts: Sequence[str], s: BuildSettings, report: BuildRep
     settings = SamplingSettings(temperature=s.temperature, repetition_penalty=s.repetition_penalty,
                                 max_new_tokens=s.answer_max_new_tokens)
     results = generate(lm, rows, settings=settings, seeds=seeds, batch_size=s.batch_size, progress=progress)
-    out: dict[str, list[str]] = {p: [] for p in prompts}
+    out: dict[str, list[tuple[str, bool]]] = {p: [] for p in prompts}
     for r in results:
         report.n_answers_generated += 1
-        problem = answer_problem(r.text, r.stopped_by_eos, s.min_answer_words) if s.fluency_checks else (
-            None if r.text.strip() else "empty")
+        problem = answer_problem(r.text, r.stopped_by_eos, s.min_answer_words, keep_cut=s.keep_cut_answers) \
+            if s.fluency_checks else (None if r.text.strip() else "empty")
         if problem:
             report.drop(f"answer_{problem}")
             continue
         report.n_answers_kept += 1
-        out[r.prompt].append(r.text.strip())
+        out[r.prompt].append((r.text.strip(), r.stopped_by_eos))
     return out
 
 
@@ -223,11 +230,14 @@ def build_examples(lm: Any, sae: Any, prompts: Sequence[str], acknowledgements: 
             opening, lat, st = openings[p]
             rng = random.Random(derive_seed("finetune-ack", settings.seed, p))
             ack = rng.choice(list(acknowledgements))
-            sc.append(self_correction_example(tok, p, opening, ack, kept[0], meta={
+            answer, complete = kept[0]
+            sc.append(self_correction_example(tok, p, opening, ack, answer, complete=complete, meta={
                 "prompt": p, "latent": lat, "strength_relative": st, "layer": settings.layer,
-                "opening": opening, "acknowledgement": ack}))
-            kept = kept[1:]
-        normal.extend(normal_example(tok, p, a, meta={"prompt": p}) for a in kept)
+                "opening": opening, "acknowledgement": ack, "answer_complete": complete}))
+            if settings.answers_per_prompt > 1:
+                kept = kept[1:]
+        normal.extend(normal_example(tok, p, a, complete=c, meta={"prompt": p, "answer_complete": c})
+                      for a, c in kept)
     report.n_self_correction, report.n_normal = len(sc), len(normal)
     log.info("built %d self-correction and %d normal examples from %d prompts (dropped: %s)",
              len(sc), len(normal), len(prompts), report.dropped)

@@ -120,22 +120,28 @@ def _check_text(name: str, text: str) -> str:
 
 
 def self_correction_example(tokenizer: Any, prompt: str, opening: str, acknowledgement: str, answer: str,
-                            meta: dict[str, Any] | None = None) -> Example:
-    """A self-correction example (module docstring): the opening is context, the recovery is trained."""
+                            meta: dict[str, Any] | None = None, *, complete: bool = True) -> Example:
+    """A self-correction example (module docstring): the opening is context, the recovery is trained.
+
+    ``complete=False`` marks an answer cut at a token limit: it is trained without the end of turn, as a
+    prefix of a full-length answer, so the model does not learn to stop early."""
     opening, acknowledgement, answer = (_check_text(n, t) for n, t in
                                         (("opening", opening), ("acknowledgement", acknowledgement),
                                          ("answer", answer)))
     return Example(
         segments=(Segment(_prefix(tokenizer, _check_text("prompt", prompt)) + opening + " ", False),
-                  Segment(acknowledgement + " " + answer + end_of_turn_text(tokenizer), True)),
+                  Segment(acknowledgement + " " + answer + (end_of_turn_text(tokenizer) if complete else ""),
+                          True)),
         kind="self_correction", meta=dict(meta or {}))
 
 
-def normal_example(tokenizer: Any, prompt: str, answer: str, meta: dict[str, Any] | None = None) -> Example:
-    """A normal example (module docstring): only the answer and the end of turn are trained."""
+def normal_example(tokenizer: Any, prompt: str, answer: str, meta: dict[str, Any] | None = None, *,
+                   complete: bool = True) -> Example:
+    """A normal example (module docstring): only the answer and the end of turn are trained (no end of turn
+    for an answer cut at a token limit, ``complete=False``)."""
     return Example(
         segments=(Segment(_prefix(tokenizer, _check_text("prompt", prompt)), False),
-                  Segment(_check_text("answer", answer) + end_of_turn_text(tokenizer), True)),
+                  Segment(_check_text("answer", answer) + (end_of_turn_text(tokenizer) if complete else ""), True)),
         kind="normal", meta=dict(meta or {}))
 
 
