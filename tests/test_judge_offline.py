@@ -217,3 +217,21 @@ def test_stored_heldout_auc_is_reproduced(judge: OfflineJudge):
     assert all(len(g.attempts) == 1 for g in grades)  # answers contain no restart language
     auc = roc_auc(scores, [p.target for p in pairs])
     assert auc == pytest.approx(judge.calibration["heldout"]["with_label"]["auc"], abs=0.002)
+
+
+@pytest.mark.slow
+def test_weak_marker_splits_only_on_a_topic_shift(judge: OfflineJudge):
+    restart = f"{OFF_TOPIC} Wait. {ON_TOPIC}"
+    instruction = "Mix flour, water, yeast and salt and knead the dough. Wait. Let it rise, shape it and bake it."
+    grades = judge.grade_sync([GradeRequest(prompt=BREAD, response=t, latent_label="volcanoes and lava")
+                               for t in (restart, instruction)])
+    assert [a.text.split()[0] for a in grades[0].attempts] == ["Volcanoes", "Wait."]
+    assert len(grades[1].attempts) == 1
+
+
+def test_calibration_with_an_unusable_feature_is_a_config_error(tmp_path: Path):
+    good = {"features": ["cos_prompt"], "coef": [1.0], "intercept": 0.0}
+    leaky = {"features": ["cos_prompt", "cos_label"], "coef": [1.0, -1.0], "intercept": 0.0}
+    (tmp_path / "leaky.json").write_text(json.dumps({"models": {"prompt_only": leaky, "with_label": good}}))
+    with pytest.raises(JudgeConfigError, match="cos_label"):
+        OfflineJudge(calibration_path=tmp_path / "leaky.json")
