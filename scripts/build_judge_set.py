@@ -61,7 +61,7 @@ SAE_SOURCE = "shipped:qwen2.5-coder-0.5b-instruct-l12"
 LATENTS: tuple[int, ...] = (115, 551, 1992, 2959, 7360, 2543, 6726, 4094)
 SEED = 20261203
 BLOCK = 20
-WORDS_PER_ANSWER = 5
+WORDS_PER_ANSWER = 7
 
 
 def read_prompts() -> list[str]:

@@ -14,9 +14,6 @@ coefficients to ``data/judge_calibration/offline_calibration.json``. The held-ou
 ``scripts/evaluate_judge.py``.
 
 Usage: ``python scripts/calibrate_offline_judge.py [--out PATH]``
-
-(The shipped calibration is still the v1 fit on ``data/judge_calibration/{train,heldout}.jsonl`` made by
-this script's v1, commit ``01fc899``, until the judge set exists; see ``docs/judging.md``.)
 """
 
 from __future__ import annotations
@@ -76,7 +73,7 @@ def training_examples() -> tuple[list[dict], list[float]]:
 def fit(feats: list[dict], targets: list[float], names: list[str]) -> tuple[dict, float]:
     x = np.array([[float(f[n]) for n in names] for f in feats])
     y = np.array(targets)
-    b0, b = fit_logistic(x, y, balance=True, l2=1e-3)
+    b0, b = fit_logistic(x, y, balance=True, l2=0.1)
     auc = roc_auc(sigmoid(b0 + x @ b).tolist(), targets)
     return {"features": names, "intercept": round(float(b0), 6), "coef": [round(float(c), 6) for c in b]}, auc
 
