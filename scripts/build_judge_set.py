@@ -4,23 +4,25 @@ Two stages, both resumable and both writing atomically:
 
 1. ``generate``: the embedded model (Qwen2.5-Coder-0.5B-Instruct, shipped SAE at block 12) answers the
    prompts of ``data/prompts/judge_prompts.txt`` (disjoint from the evaluation prompts
-   ``data/prompts/esr_prompts.txt``) three times: unsteered, steered at a modest strength
-   (:data:`MODEST`, relative to the median residual norm) and steered at a high strength (:data:`HIGH`),
-   temperature 0.6, repetition penalty 1.1, :data:`MAX_NEW_TOKENS` new tokens. Raw rows go to
+   ``data/prompts/esr_prompts.txt``) unsteered and steered at a high strength (:data:`HIGH`, relative to
+   the median residual norm), and some prompts also at a modest strength (:data:`MODEST`), in blocks of
+   prompts (:func:`planned_rows`); temperature 0.6, repetition penalty 1.1, :data:`MAX_NEW_TOKENS` new tokens
+   (:data:`HIGH_MAX_NEW_TOKENS` at high strength, where text degenerates within a few words). Raw rows go to
    ``data/judge_eval/generations.jsonl``; rows already there are not generated again.
 2. ``assemble``: builds the labelled items from the generations, the hand labels
    (``data/judge_eval/hand_labels.json``: each steered output read and labelled degenerate / off-topic /
    on-topic / excluded; unsteered answers are on-topic unless labelled otherwise) and the written templates
-   (``data/judge_eval/templates.json``). Per prompt ``i`` of a split, with ``j`` the next prompt of the same
-   split:
+   (``data/judge_eval/templates.json``). Per prompt ``i`` of a split, with ``j`` and ``k`` the next two prompts of
+   the same split (among those with an answer):
 
    * ``on_topic``: the unsteered answer to ``i`` (1 attempt, on topic);
-   * ``mismatched``: the unsteered answer to ``j`` given for ``i`` (1 attempt, off topic);
+   * ``mismatched``: the unsteered answers to ``j`` and ``k`` (the next two prompts of the split) given for
+     ``i`` (1 attempt each, off topic);
    * ``restart_words``: the answer to ``i`` with one ordinary sentence with restart-like words inserted after
-     its first sentence, three per prompt (1 attempt, on topic; never a restart);
-   * ``restart``: two sentences of the answer to ``j``, an acknowledgement (strong or weak), three sentences
-     of the answer to ``i`` (2 attempts: off topic, on topic); and for each degenerate steered output, that
-     output, a strong acknowledgement and the answer to ``i``;
+     its first sentence, :data:`WORDS_PER_ANSWER` per prompt (1 attempt, on topic; never a restart);
+   * ``restart``: two sentences of the answer to ``j`` (and to ``k``), an acknowledgement (strong or weak),
+     three sentences of the answer to ``i`` (2 attempts: off topic, on topic); and for each degenerate
+     steered output, that output, a strong acknowledgement and the answer to ``i``;
    * ``degenerate`` / ``drift`` / ``steered_on_topic``: the steered outputs by their hand label (1 attempt).
 
    Every item stores its attempts' texts and on-topic flags, its split and its sources.
@@ -50,6 +52,7 @@ OUT = REPO / "data" / "judge_eval"
 PROMPTS = REPO / "data" / "prompts" / "judge_prompts.txt"
 GENERATIONS = OUT / "generations.jsonl"
 MAX_NEW_TOKENS = 64
+HIGH_MAX_NEW_TOKENS = 40
 MODEST = 0.6
 HIGH = 2.0
 LAYER = 12
@@ -57,6 +60,8 @@ SAE_SOURCE = "shipped:qwen2.5-coder-0.5b-instruct-l12"
 # concrete latents of the shipped SAE (label in data/saes/.../labels.jsonl.gz)
 LATENTS: tuple[int, ...] = (115, 551, 1992, 2959, 7360, 2543, 6726, 4094)
 SEED = 20261203
+BLOCK = 20
+WORDS_PER_ANSWER = 7
 
 
 def read_prompts() -> list[str]:
@@ -90,34 +95,55 @@ def latent_labels() -> dict[int, str]:
 
 
 def planned_rows(prompts: list[str]) -> list[dict]:
-    """Unsteered rows for every prompt first, then high-strength rows for every prompt, then modest-strength
-    rows for every third prompt (the order in which they are generated)."""
-    rows = [{"key": f"p{i:02d}-unsteered", "prompt_index": i, "prompt": p, "condition": "unsteered",
-             "latent": None, "strength": 0.0} for i, p in enumerate(prompts)]
-    for condition, strength, shift, every in (("high", HIGH, 3, 1), ("modest", MODEST, 0, 3)):
-        for i, prompt in enumerate(prompts):
-            if (i // 3) % every == 0 or every == 1:
-                rows.append({"key": f"p{i:02d}-{condition}", "prompt_index": i, "prompt": prompt,
-                             "condition": condition, "latent": LATENTS[(i + shift) % len(LATENTS)],
-                             "strength": strength})
+    """The rows to generate, in the order they are generated: prompts in blocks of :data:`BLOCK`, each block
+    unsteered then high-strength; then modest-strength rows for every third prompt. (On a loaded CPU the
+    run can stop after any block and still give complete, matched data for the prompts it covers.)"""
+    rows = []
+    for lo in range(0, len(prompts), BLOCK):
+        block = range(lo, min(lo + BLOCK, len(prompts)))
+        rows += [{"key": f"p{i:02d}-unsteered", "prompt_index": i, "prompt": prompts[i], "condition": "unsteered",
+                  "latent": None, "strength": 0.0} for i in block]
+        rows += [{"key": f"p{i:02d}-high", "prompt_index": i, "prompt": prompts[i], "condition": "high",
+                  "latent": LATENTS[(i + 3) % len(LATENTS)], "strength": HIGH} for i in block]
+    rows += [{"key": f"p{i:02d}-modest", "prompt_index": i, "prompt": prompts[i], "condition": "modest",
+              "latent": LATENTS[i % len(LATENTS)], "strength": MODEST}
+             for i in range(len(prompts)) if (i // 3) % 3 == 0]
     return rows
 
 
-def generate(batch_size: int) -> None:
+def read_generations() -> dict[str, dict]:
+    """Every generated row, from ``generations.jsonl`` and its per-condition siblings
+    ``generations-<condition>.jsonl`` (written by ``generate --condition``)."""
+    rows: dict[str, dict] = {}
+    for path in sorted(OUT.glob("generations*.jsonl")):
+        rows.update((r["key"], r) for r in read_jsonl(path))
+    return rows
+
+
+def generate(batch_size: int, condition: str | None = None, limit: int | None = None) -> None:
     import esr_analysis as esr
 
     prompts = read_prompts()
-    done = {r["key"]: r for r in read_jsonl(GENERATIONS)}
-    todo = [r for r in planned_rows(prompts) if r["key"] not in done]
+    out_path = GENERATIONS if condition is None else OUT / f"generations-{condition}.jsonl"
+    present = read_generations()
+    done = {r["key"]: r for r in read_jsonl(out_path)}
+    todo = [r for r in planned_rows(prompts) if r["key"] not in present
+            and (condition is None or r["condition"] == condition)][:limit]
     print(f"{len(done)} generations present, {len(todo)} to generate", flush=True)
     if not todo:
         return
     lm = esr.load_model()
     sae = esr.load_sae(SAE_SOURCE)
     labels = latent_labels()
-    settings = esr.SamplingSettings(temperature=0.6, repetition_penalty=1.1, max_new_tokens=MAX_NEW_TOKENS)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
+    batches: list[list[dict]] = []
+    for r in todo:  # batches of one condition (the token budget differs by condition)
+        if batches and len(batches[-1]) < batch_size and batches[-1][0]["condition"] == r["condition"]:
+            batches[-1].append(r)
+        else:
+            batches.append([r])
+    for n, chunk in enumerate(batches, start=1):
+        max_new = HIGH_MAX_NEW_TOKENS if chunk[0]["condition"] == "high" else MAX_NEW_TOKENS
+        settings = esr.SamplingSettings(temperature=0.6, repetition_penalty=1.1, max_new_tokens=max_new)
         steers = [
             [] if r["latent"] is None
             else [esr.AddLatent(latent=r["latent"], strength=r["strength"], layer=LAYER, unit="relative")]
@@ -130,9 +156,10 @@ def generate(batch_size: int) -> None:
         for r, res, seed in zip(chunk, results, seeds, strict=True):
             done[r["key"]] = {**r, "seed": seed, "text": res.text,
                               "latent_label": labels.get(r["latent"]) if r["latent"] is not None else None,
-                              "max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.6, "repetition_penalty": 1.1}
-        atomic_write_text(GENERATIONS, "".join(json.dumps(done[k]) + "\n" for k in sorted(done)))
-        print(f"batch {start // batch_size + 1}: {len(chunk)} rows in {time.monotonic() - t0:.0f}s", flush=True)
+                              "max_new_tokens": max_new, "temperature": 0.6, "repetition_penalty": 1.1}
+        atomic_write_text(out_path, "".join(json.dumps(done[k]) + "\n" for k in sorted(done)))
+        print(f"batch {n}/{len(batches)}: {len(chunk)} {chunk[0]['condition']} rows in {time.monotonic() - t0:.0f}s",
+              flush=True)
 
 
 _SENTENCE = re.compile(r"[^.!?\n]*[.!?]+(?=\s|$)|[^\n]+(?=\n)")
@@ -161,7 +188,7 @@ def insert_after_first_sentence(answer: str, sentence: str) -> str:
 def assemble() -> None:
     """Stage 2: the labelled items (module docstring) from the generations, hand labels and templates."""
     prompts = read_prompts()
-    gens = {r["key"]: r for r in read_jsonl(GENERATIONS)}
+    gens = read_generations()
     hand = json.loads((OUT / "hand_labels.json").read_text(encoding="utf-8"))["labels"]
     templates = json.loads((OUT / "templates.json").read_text(encoding="utf-8"))
     labels = latent_labels()
@@ -185,23 +212,24 @@ def assemble() -> None:
         ack_list = [(a, "strong") for a in acks["strong"]] + [(a, "weak") for a in acks["weak"]]
         for n, i in enumerate(answers):
             text = gens[f"p{i:02d}-unsteered"]["text"].strip()
-            other = answers[(n + 1) % len(answers)]
-            other_text = gens[f"p{other:02d}-unsteered"]["text"].strip()
             label = labels[LATENTS[i % len(LATENTS)]]
             add("on_topic", i, text, [(text, True)], label, {"generation": f"p{i:02d}-unsteered"})
-            add("mismatched", i, other_text, [(other_text, False)], label,
-                {"generation": f"p{other:02d}-unsteered"})
-            for k in range(3):
-                t = (3 * n + k) % len(words)
+            for k in range(WORDS_PER_ANSWER):
+                t = (WORDS_PER_ANSWER * n + k) % len(words)
                 resp = insert_after_first_sentence(text, words[t])
                 add("restart_words", i, resp, [(resp, True)], label, {"generation": f"p{i:02d}-unsteered",
                                                                        "template": f"{split}-words-{t}"})
-            a = n % len(ack_list)
-            ack, kind = ack_list[a]
-            off, on = head(other_text, 2), head(text, 3)
-            add("restart", i, f"{off} {ack} {on}", [(off, False), (f"{ack} {on}", True)], label,
-                {"generations": [f"p{other:02d}-unsteered", f"p{i:02d}-unsteered"],
-                 "acknowledgement": f"{split}-{kind}-{a}", "kind": kind})
+            for k in (1, 2):  # two other answers of the same split: mismatched, and the start of a restart
+                other = answers[(n + k) % len(answers)]
+                other_text = gens[f"p{other:02d}-unsteered"]["text"].strip()
+                add("mismatched", i, other_text, [(other_text, False)], label,
+                    {"generation": f"p{other:02d}-unsteered"})
+                a = (2 * n + k) % len(ack_list)
+                ack, kind = ack_list[a]
+                off, on = head(other_text, 2), head(text, 3)
+                add("restart", i, f"{off} {ack} {on}", [(off, False), (f"{ack} {on}", True)], label,
+                    {"generations": [f"p{other:02d}-unsteered", f"p{i:02d}-unsteered"],
+                     "acknowledgement": ack, "kind": kind})
         for i in idx:
             for condition in ("high", "modest"):
                 key = f"p{i:02d}-{condition}"
@@ -235,9 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=("generate", "assemble"))
     parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--condition", choices=("unsteered", "high", "modest"),
+                        help="generate only this condition's rows (into generations-<condition>.jsonl)")
+    parser.add_argument("--limit", type=int, help="generate at most this many rows")
     args = parser.parse_args(argv)
     if args.stage == "generate":
-        generate(args.batch_size)
+        generate(args.batch_size, args.condition, args.limit)
     else:
         assemble()
     return 0

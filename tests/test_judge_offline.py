@@ -29,6 +29,7 @@ from esr_analysis.judge.offline import (
 )
 
 CAL_DIR = default_calibration_path().parent
+REPO = CAL_DIR.parent.parent
 
 
 # -- segmentation and degeneracy (no model) -----------------------------------------------------------
@@ -124,16 +125,19 @@ def test_load_items_reports_file_and_line(tmp_path: Path):
         load_items(bad)
 
 
-def test_shipped_calibration_is_current_and_good():
+def test_shipped_calibration_is_current_and_fit_on_train_only():
     cal = load_calibration()
-    digest = hashlib.sha256()
-    for f in ("train.jsonl", "heldout.jsonl"):
-        digest.update((CAL_DIR / f).read_bytes())
-    assert cal["data_sha256"] == digest.hexdigest(), "rerun scripts/calibrate_offline_judge.py"
+    judge_set = REPO / "data" / "judge_eval" / "judge_set.jsonl"
+    assert cal["data_sha256"] == hashlib.sha256(judge_set.read_bytes()).hexdigest(), (
+        "rerun scripts/calibrate_offline_judge.py"
+    )
+    assert cal["split_used"] == "train"
     for name in ("prompt_only", "with_label"):
-        assert cal["heldout"][name]["auc"] >= 0.95
-        assert cal["models"][name]["coef"][0] > 0  # more similar to the prompt -> higher score
-    assert cal["models"]["with_label"]["coef"][1] < 0  # more similar to the latent label -> lower score
+        model = cal["models"][name]
+        assert model["coef"][model["features"].index("cos_prompt")] > 0  # closer to the prompt -> higher
+        assert cal["train"]["auc"][name] >= 0.9
+    with_label = cal["models"]["with_label"]
+    assert with_label["coef"][with_label["features"].index("cos_label")] < 0  # closer to the latent -> lower
 
 
 def test_bad_calibration_file_is_a_config_error(tmp_path: Path):
@@ -207,13 +211,37 @@ def test_offline_is_deterministic_and_cached(judge: OfflineJudge, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_stored_heldout_auc_is_reproduced(judge: OfflineJudge):
-    """The AUC written by the calibration script is what the judge's own scores give on held-out pairs."""
-    held = load_items(CAL_DIR / "heldout.jsonl")
-    pairs = [p for p in make_pairs(held, all_mismatches=True, seed=1) if p.target in (0, 1)]
-    reqs = [GradeRequest(prompt=p.prompt, response=p.answer, latent_label=p.label) for p in pairs]
-    grades = judge.grade_sync(reqs)
-    scores = [g.attempts[0].score for g in grades]
-    assert all(len(g.attempts) == 1 for g in grades)  # answers contain no restart language
-    auc = roc_auc(scores, [p.target for p in pairs])
-    assert auc == pytest.approx(judge.calibration["heldout"]["with_label"]["auc"], abs=0.002)
+def test_stored_heldout_table_is_reproduced(judge: OfflineJudge):
+    """The held-out AUC and false-split rate in data/results/judge_offline_v2.json are what the judge's own
+    grades of the held-out items give."""
+    stored = json.loads((REPO / "data" / "results" / "judge_offline_v2.json").read_text())["splits"]["heldout"]
+    lines = (REPO / "data" / "judge_eval" / "judge_set.jsonl").read_text().splitlines()
+    items = [json.loads(line) for line in lines if line.strip()]
+    held = [it for it in items if it["split"] == "heldout" and it["category"] in
+            ("on_topic", "restart_words", "steered_on_topic", "mismatched", "drift")]
+    grades = judge.grade_sync(
+        [GradeRequest(prompt=it["prompt"], response=it["response"], latent_label=it["latent_label"]) for it in held]
+    )
+    on = {"on_topic", "restart_words", "steered_on_topic"}
+    auc = roc_auc([g.attempts[0].score for g in grades], [1 if it["category"] in on else 0 for it in held])
+    assert auc == pytest.approx(stored["auc_on_vs_off"], abs=1e-3)
+    words = [len(g.attempts) > 1 for it, g in zip(held, grades, strict=True) if it["category"] == "restart_words"]
+    assert sum(words) / len(words) == pytest.approx(stored["false_split_rate"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_weak_marker_splits_only_on_a_topic_shift(judge: OfflineJudge):
+    restart = f"{OFF_TOPIC} Wait. {ON_TOPIC}"
+    instruction = "Mix flour, water, yeast and salt and knead the dough. Wait. Let it rise, shape it and bake it."
+    grades = judge.grade_sync([GradeRequest(prompt=BREAD, response=t, latent_label="volcanoes and lava")
+                               for t in (restart, instruction)])
+    assert [a.text.split()[0] for a in grades[0].attempts] == ["Volcanoes", "Wait."]
+    assert len(grades[1].attempts) == 1
+
+
+def test_calibration_with_an_unusable_feature_is_a_config_error(tmp_path: Path):
+    good = {"features": ["cos_prompt"], "coef": [1.0], "intercept": 0.0}
+    leaky = {"features": ["cos_prompt", "cos_label"], "coef": [1.0, -1.0], "intercept": 0.0}
+    (tmp_path / "leaky.json").write_text(json.dumps({"models": {"prompt_only": leaky, "with_label": good}}))
+    with pytest.raises(JudgeConfigError, match="cos_label"):
+        OfflineJudge(calibration_path=tmp_path / "leaky.json")

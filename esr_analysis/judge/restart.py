@@ -46,7 +46,7 @@ _STRONG_BODIES: tuple[str, ...] = (
     r"this (?:is|was)(?: not|n't)\b|i (?:made|got|went|think i)\b|i'm getting\b|sorry\b|actually\b)",
     r"no\s*[,!.]*\s*wait\b[,!.…—–-]*",
     r"(?:hold|hang) on\s*[,!.…—–-]+\s*(?:that(?:'s| is| was)|this (?:is|was)|i (?:made|got|went)|let me|let's)\b",
-    r"(?:oops|whoops)\b",
+    r"(?:oops|whoops)\s*[,!.…—–-]*\s*(?:i |i'm |that|this|wrong|my |let me|sorry)",
     r"(?:let me|let's|let us|i'll|i will|i need to|i should) (?:try|start|begin|do)"
     r"(?: (?:that|this|it|my answer|this answer))?(?: all)? (?:again|over|afresh|from scratch)\b",
     r"let me (?:rephrase|restart|redo|re-do|refocus|reconsider)\b",
