@@ -163,15 +163,22 @@ class LocalNdif:
         raise RuntimeError(f"local NDIF: {name} did not come up on port {port} in {timeout:.0f} s; "
                            f"see {self.logs / (name + '.log')}:\n{self.tail(name)}")
 
+    def _raylet_aborted(self) -> bool:
+        """Whether this instance's raylet died on a failed check (it then never registers)."""
+        return any("Check failed" in f.read_text(errors="replace")
+                   for f in (Path("/tmp") / f"esr-ndif-{self.run_id}").glob("session_*/logs/raylet.out"))
+
     def _wait_log(self, name: str, line: str, proc: subprocess.Popen, timeout: float) -> None:
         t0, path = time.monotonic(), self.logs / f"{name}.log"
         while time.monotonic() - t0 < timeout:
             if line in path.read_text(errors="replace"):
                 return
-            if proc.poll() is not None:
+            if proc.poll() is not None or self._raylet_aborted():
                 break
             time.sleep(0.5)
-        raise RuntimeError(f"local NDIF: {name} did not start (no {line!r} in {timeout:.0f} s):\n{self.tail(name)}")
+        why = "its raylet aborted" if self._raylet_aborted() else f"no {line!r}"
+        raise RuntimeError(f"local NDIF: {name} did not start ({why} after {time.monotonic() - t0:.0f} s):\n"
+                           f"{self.tail(name)}")
 
     def tail(self, name: str, n: int = 30) -> str:
         """The last ``n`` lines of a service's log."""
