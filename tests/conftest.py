@@ -66,8 +66,9 @@ def local_ndif(tmp_path_factory):
     """A real NDIF server (ndif 0.1.2) on loopback serving the tiny Llama and the embedded model, started once
     for the ``ndif`` tests and stopped after them (a stop that leaves a process or a port fails the run).
 
-    Without a Python 3.12 or redis-server the ``ndif`` tests are skipped with the reason, unless
-    ``ESR_REQUIRE_NDIF=1`` (CI), which makes that a failure and builds the server environment if needed.
+    Without a Python 3.12 or redis-server, or when the stack does not come up (Ray's node start-up windows
+    are missed on a heavily loaded machine), the ``ndif`` tests are skipped with the reason, unless
+    ``ESR_REQUIRE_NDIF=1``, which makes that a failure (and builds the server environment if needed).
     """
     from esr_analysis.tracing.ndif_local import LocalNdif, venv_ready, why_unavailable
     from esr_analysis.tracing.ndif_local.client import point_client_at
@@ -81,7 +82,12 @@ def local_ndif(tmp_path_factory):
         if required:
             pytest.fail(f"ESR_REQUIRE_NDIF=1 but the local NDIF cannot run: {reason}")
         pytest.skip(f"local NDIF unavailable: {reason}")
-    inst = LocalNdif(tmp_path_factory.mktemp("ndif"), served_models()).start()
+    try:
+        inst = LocalNdif(tmp_path_factory.mktemp("ndif"), served_models()).start(attempts=2 if required else 1)
+    except RuntimeError as exc:
+        if required:
+            raise
+        pytest.skip(f"local NDIF did not start (set ESR_REQUIRE_NDIF=1 to make this a failure): {exc}")
     previous = point_client_at(inst.url)
     try:
         yield inst

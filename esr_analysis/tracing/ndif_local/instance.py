@@ -82,6 +82,7 @@ class LocalNdif:
     run_id: str = field(default_factory=lambda: secrets.token_hex(6))
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    starts: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -130,6 +131,8 @@ class LocalNdif:
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "GRPC_ENABLE_FORK_SUPPORT": "0",
+            "RAY_raylet_start_wait_time_s": "600",
+            "RAY_agent_register_timeout_ms": "600000",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
@@ -145,6 +148,7 @@ class LocalNdif:
                                 start_new_session=True, cwd=self.run_dir)
         log.close()
         self.pids[name] = proc.pid
+        self.starts[name] = _start_time(proc.pid)
         self.save_state()
         return proc
 
@@ -159,13 +163,31 @@ class LocalNdif:
         raise RuntimeError(f"local NDIF: {name} did not come up on port {port} in {timeout:.0f} s; "
                            f"see {self.logs / (name + '.log')}:\n{self.tail(name)}")
 
+    def _raylet_aborted(self) -> bool:
+        """Whether this instance's raylet died on a failed check (it then never registers)."""
+        return any("Check failed" in f.read_text(errors="replace")
+                   for f in (Path("/tmp") / f"esr-ndif-{self.run_id}").glob("session_*/logs/raylet.out"))
+
+    def _wait_log(self, name: str, line: str, proc: subprocess.Popen, timeout: float) -> None:
+        t0, path = time.monotonic(), self.logs / f"{name}.log"
+        while time.monotonic() - t0 < timeout:
+            if line in path.read_text(errors="replace"):
+                return
+            if proc.poll() is not None or self._raylet_aborted():
+                break
+            time.sleep(0.5)
+        why = "its raylet aborted" if self._raylet_aborted() else f"no {line!r}"
+        raise RuntimeError(f"local NDIF: {name} did not start ({why} after {time.monotonic() - t0:.0f} s):\n"
+                           f"{self.tail(name)}")
+
     def tail(self, name: str, n: int = 30) -> str:
         """The last ``n`` lines of a service's log."""
         path = self.logs / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else "(no log)"
 
-    def start(self, *, deploy_timeout: float = 600.0) -> LocalNdif:
-        """Start every service and deploy the models; on any failure stop what was started and raise."""
+    def start(self, *, attempts: int = 2) -> LocalNdif:
+        """Start every service and deploy the models; on any failure stop what was started and raise. A Ray
+        node that does not come up is retried (``attempts`` in all)."""
         reason = why_unavailable()
         if reason:
             raise NdifUnavailable(reason)
@@ -175,6 +197,7 @@ class LocalNdif:
         for name, folder in self.models.items():
             if not (Path(folder) / "config.json").exists():
                 raise ValueError(f"model {name!r}: {folder} is not a Hugging Face model folder (no config.json)")
+        shutil.rmtree(self.logs, ignore_errors=True)  # this start's logs only
         self.logs.mkdir(parents=True, exist_ok=True)
         self.ports = {}
         for name in PORT_NAMES:  # distinct free ports
@@ -184,11 +207,18 @@ class LocalNdif:
             self.ports[name] = port
         self.save_state()
         atexit.register(self._stop_at_exit)  # an interrupted run still ends what it started
-        try:
-            self._start_services(py)
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, attempts + 1):  # on a loaded machine Ray's node can miss its start-up windows
+            try:
+                self._start_services(py)
+                return self
+            except RuntimeError as exc:
+                self.stop()
+                if attempt == attempts or "did not start" not in str(exc):
+                    raise
+                self.pids, self.starts = {}, {}
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _stop_at_exit(self) -> None:
@@ -207,15 +237,17 @@ class LocalNdif:
         resources = json.dumps({"head": 10, "cuda_memory_bytes": 32 * 2**30, "cpu_memory_bytes": total})
         temp = Path("/tmp") / f"esr-ndif-{self.run_id}"  # short: Ray's socket paths must stay < 108 bytes
         ray = self._spawn("ray", [
-            py, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+            py, str(SERVER_DIR / "esr_ndif_server.py"), "ray-start", "--head", "--block", "--node-ip-address=127.0.0.1",
             f"--port={p['gcs']}", f"--ray-client-server-port={p['client']}", "--num-gpus=1", "--num-cpus=4",
             f"--resources={resources}", "--object-store-memory=200000000", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard']}",
             f"--object-manager-port={p['object_manager']}", f"--node-manager-port={p['node_manager']}",
             f"--metrics-export-port={p['metrics']}", f"--dashboard-agent-grpc-port={p['agent_grpc']}",
             f"--dashboard-agent-listen-port={p['agent_http']}", f"--runtime-env-agent-port={p['runtime_env_agent']}",
-            f"--temp-dir={temp}", "--disable-usage-stats"], env)
-        self._wait_port("ray", p["client"], ray, 240)
+            f"--temp-dir={temp}", "--disable-usage-stats",
+            '--system-config={"agent_register_timeout_ms": 600000, "raylet_start_wait_time_s": 600}'], env)
+        self._wait_log("ray", "Ray runtime started", ray, 300)
+        self._wait_port("ray", p["client"], ray, 120)
         self._wait_port("ray", p["dashboard"], ray, 120)
         ctl_env = dict(env, RAY_ADDRESS=f"127.0.0.1:{p['gcs']}")
         ctl = self._spawn("controller", [py, "-m", "ndif.services.ray.deployments.controller.controller"], ctl_env)
@@ -249,8 +281,11 @@ class LocalNdif:
 
     # -- stop -----------------------------------------------------------------------------------------
     def alive(self) -> list[int]:
-        """PIDs of this instance's processes still running."""
-        return marked_pids(self.run_id)
+        """PIDs of this instance's processes still running: those with its mark, and the services it started
+        (redis rewrites its environment block for its process title, so the mark alone misses it)."""
+        recorded = [pid for name, pid in self.pids.items()
+                    if self.starts.get(name) is not None and _start_time(pid) == self.starts[name]]
+        return sorted(set(marked_pids(self.run_id)) | set(recorded))
 
     def open_ports(self) -> list[int]:
         """This instance's ports that something still listens on."""
@@ -282,6 +317,15 @@ class LocalNdif:
             state.unlink()
         if left or ports:
             raise RuntimeError(f"local NDIF: after stop, processes {left} and ports {ports} are left")
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of a live, non-zombie process; ``None`` when there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def model_key(folder: str) -> str:

@@ -7,6 +7,8 @@ trace needs from the toolkit must travel with the request (:mod:`esr_analysis.tr
 * :class:`CpuModelActor`: ndif 0.1.2's model actor loads onto GPUs and calls CUDA (``set_device``,
   ``synchronize``); this subclass loads the model on the CPU and skips the CUDA calls. Not cacheable (there
   is no GPU to park it from).
+* ``python esr_ndif_server.py ray-start ARGS``: ``ray start`` with a patient node start-up (see
+  :func:`ray_start`).
 * ``python esr_ndif_server.py deploy SPECS_JSON TIMEOUT_S``: pre-deploys the models (ndif 0.1.2 with nnsight
   0.8.1 cannot auto-deploy on the first request) and waits until every model actor is running.
 """
@@ -72,7 +74,37 @@ def deploy_and_wait(specs: list[dict], timeout_s: float) -> None:
     raise SystemExit(f"model actors not running after {time.monotonic() - t0:.0f} s: {states}")
 
 
+def ray_start(args: list[str], patience_s: float = 300.0) -> None:
+    """``ray start ARGS``, waiting up to ``patience_s`` for the node to register with the GCS.
+
+    Ray 2.60 gives a starting node a fixed 30 s (``ray._private.node.Node``), which a loaded 2-core machine
+    misses (the dashboard agent alone took about 55 s to import here); the wait polls
+    ``ray._private.services.get_node``, so that is the one call made patient.
+    """
+    import ray._private.services as services
+    from ray.scripts.scripts import main
+
+    quick = services.get_node
+
+    def patient_get_node(*a, **kw):
+        t0 = time.monotonic()
+        while True:
+            try:
+                return quick(*a, **kw)
+            except RuntimeError:
+                if time.monotonic() - t0 > patience_s:
+                    raise
+                time.sleep(1.0)
+
+    services.get_node = patient_get_node
+    sys.argv = ["ray", "start", *args]
+    main()
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] != "deploy":
-        raise SystemExit("usage: esr_ndif_server.py deploy SPECS_JSON TIMEOUT_S")
-    deploy_and_wait(json.loads(sys.argv[2]), float(sys.argv[3]))
+    if len(sys.argv) >= 2 and sys.argv[1] == "ray-start":
+        ray_start(sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "deploy":
+        deploy_and_wait(json.loads(sys.argv[2]), float(sys.argv[3]))
+    else:
+        raise SystemExit("usage: esr_ndif_server.py deploy SPECS_JSON TIMEOUT_S | ray-start RAY_START_ARGS...")

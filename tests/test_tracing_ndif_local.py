@@ -1,0 +1,179 @@
+"""Every remote path against a real NDIF server (ndif 0.1.2 on loopback, the ``local_ndif`` fixture): each
+result equals the same call run locally on a model loaded from the very same folder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from esr_analysis.steering.generate import generate
+from esr_analysis.steering.interventions import AblateLatents, AddLatent, AddVector
+from esr_analysis.steering.replay import replay
+from esr_analysis.steering.results import LatentCapture
+from esr_analysis.steering.sampling import SamplingSettings
+
+pytestmark = pytest.mark.ndif
+
+PROMPTS = ["Explain how to bake bread.", "How do you calculate the area of a circle?", "Budgets list income."]
+GREEDY = SamplingSettings(max_new_tokens=6, min_new_tokens=6)
+
+
+def _local_from(folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from esr_analysis.tracing import wrap_model
+
+    return wrap_model(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
+                      AutoTokenizer.from_pretrained(folder))
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(local_ndif):
+    """``(local, remote)``: the served tiny Llama loaded locally, and its weightless client model."""
+    from esr_analysis.tracing.ndif_local.client import folder_model
+
+    folder = local_ndif.models["tiny-llama"]
+    return _local_from(folder), folder_model(folder)
+
+
+def _weightless(lm) -> bool:
+    from esr_analysis.tracing import hf_module
+
+    return all(p.device.type == "meta" for p in hf_module(lm).parameters())
+
+
+def test_steered_per_row_generate_with_capture_and_ablation_equals_local(tiny_pair, tiny_sae):
+    local, remote = tiny_pair
+    rows = [[AddLatent(latent=4, strength=3.0, layer=0)],
+            [AblateLatents(latents=(2, 3), layer=1), AddLatent(latent=9, strength=-2.0, layer=1, scope="generated")],
+            [AddVector(vector=tuple([0.5] * 64), layer=1, scope="prompt")]]
+    kw = dict(interventions=rows, sae=tiny_sae, settings=GREEDY, capture=LatentCapture(latents=(1, 2, 7), layer=1),
+              progress=False)
+    want = generate(local, PROMPTS, **kw)
+    got = generate(remote, PROMPTS, remote=True, **kw)
+    for a, b in zip(want, got, strict=True):
+        assert a.output_ids == b.output_ids
+        torch.testing.assert_close(torch.tensor(b.latent_acts), torch.tensor(a.latent_acts), atol=1e-5, rtol=1e-5)
+        assert a.interventions == b.interventions
+    assert len({tuple(r.output_ids) for r in want}) > 1
+    assert _weightless(remote)
+
+
+def test_seeded_sampling_equals_local(tiny_pair):
+    local, remote = tiny_pair
+    s = SamplingSettings(temperature=1.0, top_p=0.9, max_new_tokens=6, min_new_tokens=6)
+    want = generate(local, PROMPTS[:2], settings=s, seeds=[3, 4], progress=False)
+    got = generate(remote, PROMPTS[:2], settings=s, seeds=[3, 4], remote=True, progress=False)
+    assert [r.output_ids for r in want] == [r.output_ids for r in got]
+
+
+def test_replay_with_steering_and_ablation_equals_local(tiny_pair, tiny_sae):
+    local, remote = tiny_pair
+    pairs = [(PROMPTS[0], "Mix flour and water."), (PROMPTS[1], "Use pi r squared.")]
+    kw = dict(capture=LatentCapture(latents=(1, 2, 7), layer=1), sae=tiny_sae, progress=False,
+              interventions=[AddLatent(latent=4, strength=2.0, layer=0), AblateLatents(latents=(5,), layer=1)])
+    want = replay(local, pairs, **kw)
+    got = replay(remote, pairs, remote=True, **kw)
+    for a, b in zip(want, got, strict=True):
+        assert a.tokens == b.tokens
+        torch.testing.assert_close(torch.tensor(b.latent_acts), torch.tensor(a.latent_acts), atol=1e-5, rtol=1e-5)
+
+
+def test_relative_units_run_their_norm_pass_remotely(tiny_pair, tiny_sae):
+    """The median-norm pass of ``unit="relative"`` goes to the server: the client model stays weightless."""
+    local, remote = tiny_pair
+    iv = [AddLatent(latent=4, strength=0.8, layer=1, unit="relative")]
+    want = generate(local, PROMPTS[:1], interventions=iv, sae=tiny_sae, settings=GREEDY, progress=False)
+    got = generate(remote, PROMPTS[:1], interventions=iv, sae=tiny_sae, settings=GREEDY, remote=True, progress=False)
+    assert _weightless(remote)
+    assert want[0].output_ids == got[0].output_ids
+    m_local = want[0].interventions[0].median_residual_norm
+    m_remote = got[0].interventions[0].median_residual_norm
+    assert m_local is not None and m_remote == pytest.approx(m_local, rel=1e-5)
+
+
+def test_selection_read_and_residuals_equal_local(tiny_pair, tiny_sae):
+    from esr_analysis.experiments.selection import max_activations
+    from esr_analysis.steering.residuals import read_residuals
+
+    local, remote = tiny_pair
+    want = max_activations(local, tiny_sae, PROMPTS, [1, 2, 3, 40], 1)
+    got = max_activations(remote, tiny_sae, PROMPTS, [1, 2, 3, 40], 1, remote=True)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for a, b in zip(read_residuals(local, PROMPTS, 0), read_residuals(remote, PROMPTS, 0, remote=True), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_session_sends_several_traces_as_one_request(tiny_pair):
+    from esr_analysis.tracing import import_nnsight, kernels
+
+    nnsight = import_nnsight()
+    local, remote = tiny_pair
+    ids = torch.tensor([[5, 6, 7, 8]])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    plan = {"layer": 0, "adds": {"all": torch.full((1, 64), 0.25)}, "ablations": [], "read": None}
+    masks = {"all": torch.ones(1, 4, 1)}
+
+    def run(lm, **session_kw):
+        with lm.session(**session_kw):
+            with lm.trace(inputs):
+                plain = nnsight.save(lm.output.logits)
+            with lm.trace(inputs):
+                kernels.apply_plan(lm.model.layers[0], plan, masks)
+                steered = nnsight.save(lm.output.logits)
+        return plain, steered
+
+    want = run(local)
+    got = run(remote, remote=True)
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(want[0], want[1])
+
+
+def test_large_saved_tensor_comes_back_through_the_object_store(tiny_pair, local_ndif):
+    """A 16 MB incompressible result is past the inline (redis) limit, so it travels through the S3 store."""
+    from esr_analysis.tracing import import_nnsight
+
+    nnsight = import_nnsight()
+    _, remote = tiny_pair
+    before = (local_ndif.logs / "store.log").read_text().count("PUT /")
+    with remote.trace("Hello there", remote=True):
+        g = torch.Generator().manual_seed(7)
+        big = nnsight.save(torch.randn(4_000_000, generator=g) + 0 * remote.model.layers[0].output.sum())
+    want = torch.randn(4_000_000, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(big, want)
+    assert (local_ndif.logs / "store.log").read_text().count("PUT /") > before
+
+
+def test_failing_trace_gives_a_clear_error_and_leaves_the_server_serving(tiny_pair, local_ndif):
+    from esr_analysis.tracing import import_nnsight
+
+    nnsight = import_nnsight()
+    _, remote = tiny_pair
+    n_before = len(local_ndif.alive())
+    with pytest.raises(Exception, match=r"(?s)shapes cannot be multiplied|size mismatch|mat1 and mat2"), \
+            remote.trace("Hello", remote=True):
+        nnsight.save(remote.model.layers[0].output @ torch.ones(3, 3))
+    with remote.trace("Hello", remote=True):
+        ok = nnsight.save(remote.output.logits.shape)
+    assert tuple(ok)[-1] == 512
+    assert len(local_ndif.alive()) == n_before
+
+
+@pytest.mark.slow
+def test_embedded_model_steered_generate_and_residuals_equal_local(local_ndif, embedded_qwen):
+    """The embedded default model (Qwen2.5-Coder-0.5B-Instruct) served by NDIF, against the local run."""
+    from esr_analysis.steering.residuals import read_residuals
+    from esr_analysis.tracing.ndif_local.client import folder_model
+
+    remote = folder_model(local_ndif.models["qwen2.5-coder-0.5b-instruct"])
+    g = torch.Generator().manual_seed(0)
+    vec = tuple((torch.randn(896, generator=g) * 0.5).tolist())
+    rows = [[AddVector(vector=vec, strength=4.0, layer=12)], []]
+    want = generate(embedded_qwen, PROMPTS[:2], interventions=rows, settings=GREEDY, progress=False)
+    got = generate(remote, PROMPTS[:2], interventions=rows, settings=GREEDY, remote=True, progress=False)
+    assert [r.output_ids for r in want] == [r.output_ids for r in got]
+    for a, b in zip(read_residuals(embedded_qwen, PROMPTS[:1], 12),
+                    read_residuals(remote, PROMPTS[:1], 12, remote=True), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    assert _weightless(remote)
