@@ -172,11 +172,8 @@ def test_shipped_config_matches_spec(name):
 def test_meta_model_builds_offline_and_scans(name, layer, width):
     from esr_analysis import tracing
 
-    t0 = time.monotonic()
     lm = loading.meta_model_for(name)
-    built_s = time.monotonic() - t0
-    assert built_s < 20, f"meta build took {built_s:.1f} s"
-    assert next(lm._module.parameters()).device.type == "meta"
+    assert all(p.device.type == "meta" for p in lm._module.parameters())  # no weights loaded or allocated
     assert spec_of(lm).name == get_spec(name).name
     shape = tracing.scan_shapes(lm, "Hello", layer)
     n_tokens = len(lm.tokenizer("Hello")["input_ids"])
@@ -413,11 +410,8 @@ def test_embedded_qwen_loads_from_cache(embedded_qwen, monkeypatch):
         raise AssertionError("the cached copy should have been reused")
 
     monkeypatch.setattr(embedded, "_convert", no_convert)
-    t0 = time.monotonic()
-    again = loading.load_model(DEFAULT_MODEL, device="cpu")
-    elapsed = time.monotonic() - t0
+    again = loading.load_model(DEFAULT_MODEL, device="cpu")  # no_convert proves the cache was reused
     assert spec_of(again) is spec
-    assert elapsed < 60, f"second load took {elapsed:.1f} s"
     del again
 
 
