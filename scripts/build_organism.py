@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=30)
     ap.add_argument("--keep-cut-answers", action="store_true",
                     help="train answers cut at the token limit as prefixes (no end of turn)")
+    ap.add_argument("--offtopic-max-cosine", type=float, default=None,
+                    help="keep an opening only if its MiniLM cosine with the prompt is at most this (off-topic check)")
+    ap.add_argument("--steer-in-training", action="store_true",
+                    help="train each self-correction example with its opening's steering on (organism v2 recipe)")
+    ap.add_argument("--data-only", action="store_true", help="stop after the data stage")
     ap.add_argument("--max-prompts", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--max-length", type=int, default=None)
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from esr_analysis.experiments.selection import select_latents
     from esr_analysis.finetune.build import BuildSettings
     from esr_analysis.finetune.data import load_acknowledgements, read_segments_jsonl
-    from esr_analysis.finetune.organism import data_stage, train_stage
+    from esr_analysis.finetune.organism import data_stage, steering_vectors, train_stage
     from esr_analysis.finetune.train import PRESETS
     from esr_analysis.models.embedded import load_embedded_hf
     from esr_analysis.models.loading import load_model
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from esr_analysis.provenance import git_commit, library_versions
     from esr_analysis.sae.labels import labels_for
     from esr_analysis.sae.loading import load_sae
+    from esr_analysis.steering.residuals import median_residual_norm
 
     torch.set_num_threads(args.threads)
     spec = get_spec(args.model)
@@ -102,20 +108,31 @@ def main(argv: list[str] | None = None) -> int:
                               answer_max_new_tokens=args.answer_max_new_tokens,
                               opening_max_new_tokens=args.opening_max_new_tokens,
                               attempts_per_prompt=args.attempts_per_prompt, max_sentences=args.max_sentences,
-                              batch_size=args.batch_size, keep_cut_answers=args.keep_cut_answers)
+                              batch_size=args.batch_size, keep_cut_answers=args.keep_cut_answers,
+                              offtopic_max_cosine=args.offtopic_max_cosine)
         sc, normal, recipe = data_stage(lm, sae, prompts, acks, build, work)
+        recipe["median_residual_norm"] = median_residual_norm(lm, build.layer)
         recipe = {**recipe, "source": "base model's own text", "sae": spec.sae_source,
                   "prompts_file": os.path.relpath(args.prompts, DATA_DIR.parent),
                   "latent_labels": {str(i): labels.label(i) for i in build.latents}}
         del lm
     data_seconds = time.monotonic() - t0
+    if args.data_only:
+        logging.info("data stage done in %.0f s: %d self-correction, %d normal examples in %s", data_seconds,
+                     len(sc), len(normal), work)
+        return 0
+    steering = None
+    if args.steer_in_training:
+        if args.segments:
+            raise SystemExit("--steer-in-training needs the built data (its openings record their steering)")
+        steering = steering_vectors(sc, sae, float(recipe["median_residual_norm"]))
     hf, tok = load_embedded_hf(spec.name, dtype=torch.float32)
     metadata = {"name": name, "base_model": spec.name, "fraction": args.fraction, "data": recipe,
                 "data_seconds": data_seconds, "machine": f"{platform.machine()}, {os.cpu_count()} cpus, "
                 f"{args.threads} torch threads", "git_commit": git_commit(), "versions": library_versions(),
                 "command": "python scripts/build_organism.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     t1 = time.monotonic()
-    _, meta = train_stage(hf, tok, sc, normal, args.fraction, settings, work, out, metadata)
+    _, meta = train_stage(hf, tok, sc, normal, args.fraction, settings, work, out, metadata, steering=steering)
     logging.info("done: data %.0f s, training %.0f s (%.1f tokens/s); adapter in %s", data_seconds,
                  time.monotonic() - t1, meta["training_result"]["tokens_per_second"], out)
     return 0

@@ -174,3 +174,34 @@ def test_answer_checks():
     assert first_sentences("No end", 3) == ("", 0)
     assert opening_problem("Black holes bend light near them.", 1, 2) == "too_few_sentences"
     assert opening_problem("Black holes bend light near them. Stars orbit them quickly.", 2, 2) is None
+
+
+def test_steering_vectors_match_relative_units_and_name_examples_without_steering(tok):
+    import torch
+
+    from esr_analysis.finetune.data import self_correction_example
+    from esr_analysis.finetune.organism import steering_vectors
+    from esr_analysis.sae.random_sae import random_sae
+
+    sae = random_sae(16, 32, seed=3)
+    rows = [self_correction_example(tok, "How do I bake bread?", "Stars are hot. Planets orbit them.", "Wait.",
+                                    "Mix flour and water.", meta={"layer": 1, "latent": lat, "strength_relative": r})
+            for lat, r in ((4, 0.5), (7, 0.9), (4, 0.5))]
+    vecs = steering_vectors(rows, sae, median_norm=20.0)
+    assert set(vecs) == {(1, 4, 0.5), (1, 7, 0.9)}
+    for (_, lat, r), v in vecs.items():
+        d = sae.W_dec[lat].detach().float()
+        assert float(v.norm()) == pytest.approx(r * 20.0, rel=1e-5)
+        assert float(torch.nn.functional.cosine_similarity(v, d, dim=0)) == pytest.approx(1.0, abs=1e-6)
+    bare = self_correction_example(tok, "How do I bake bread?", "Stars are hot. Planets orbit.", "Wait.", "Mix.")
+    with pytest.raises(ValueError, match="without its steering"):
+        steering_vectors([bare], sae, median_norm=20.0)
+
+
+def test_offtopic_cosine_ranks_another_subject_below_the_prompts_own():
+    from esr_analysis.finetune.build import _prompt_cosines
+
+    p = "How do you make a pot of black tea?"
+    cos = _prompt_cosines({p: [("Boil water, then steep the black tea leaves in the pot for four minutes.", 1, 0.5),
+                                ("To run a SQL query, open the database console and select the table.", 2, 0.5)]})
+    assert cos[(p, 0)] > 0.5 > 0.3 > cos[(p, 1)]

@@ -61,6 +61,63 @@ def test_masked_loss_equals_plain_torch_cross_entropy_on_trained_positions():
     assert got == pytest.approx(want, rel=1e-5)
 
 
+def test_steered_rows_train_with_their_vector_added_after_their_layer_and_only_those_rows():
+    import torch
+    import torch.nn.functional as F
+    from peft import get_peft_model
+
+    from esr_analysis.finetune.train import _collate, _steering_hook, _summed_loss, lora_config
+    from esr_analysis.models.tiny import tiny_hf_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_hf_model("qwen2"), lora_config(LoraSettings(r=4, dropout=0.0)))
+    inner = model.get_base_model()
+    d = inner.config.hidden_size
+    v = torch.randn(d) * 3.0
+    plain = [TokenizedExample([5, 9, 11, 12, 40], [IGNORE_INDEX, IGNORE_INDEX, 11, 12, 40]),
+             TokenizedExample([7, 8, 9, 10], [IGNORE_INDEX, 8, 9, IGNORE_INDEX])]
+    steered = [TokenizedExample(plain[0].input_ids, plain[0].labels, steer_layer=0, steer_vector=v), plain[1]]
+
+    def loss_of(rows):
+        ids, labels, mask = _collate(rows, pad_id=0)
+        hook = _steering_hook(model, rows)
+        try:
+            with torch.no_grad():
+                return float(_summed_loss(model, ids, labels, mask))
+        finally:
+            if hook is not None:
+                hook.remove()
+
+    def independent(row, vec):  # plain torch: wrap layer 0's forward by hand, full logits, shift by hand
+        layer = inner.model.layers[0]
+        forward = layer.forward
+
+        def wrapped(*a, **k):
+            out = forward(*a, **k)
+            return (out[0] + vec, *out[1:]) if isinstance(out, tuple) else out + vec
+        layer.forward = wrapped
+        try:
+            with torch.no_grad():
+                logits = inner(input_ids=torch.tensor([row.input_ids])).logits[0]
+        finally:
+            layer.forward = forward
+        return sum(float(F.cross_entropy(logits[t:t + 1], torch.tensor([row.labels[t + 1]])))
+                   for t in range(len(row.input_ids) - 1) if row.labels[t + 1] != IGNORE_INDEX)
+
+    assert _steering_hook(model, plain) is None
+    got = loss_of(steered)
+    want = independent(plain[0], v) + independent(plain[1], torch.zeros(d))
+    assert got == pytest.approx(want, rel=1e-5)
+    assert abs(got - loss_of(plain)) > 1e-3  # the vector matters
+    zero = [TokenizedExample(plain[0].input_ids, plain[0].labels, steer_layer=0, steer_vector=torch.zeros(d)),
+            plain[1]]
+    assert loss_of(zero) == pytest.approx(loss_of(plain), rel=1e-6)
+    assert not inner.model.layers[0]._forward_hooks  # removed after use
+    with pytest.raises(ValueError, match="share one steer_layer"):
+        _steering_hook(model, [steered[0], TokenizedExample([1, 2], [IGNORE_INDEX, 2], steer_layer=1,
+                                                            steer_vector=v)])
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 

@@ -10,7 +10,10 @@ Per training prompt:
    latent at ``strength`` times the median residual norm (relative units, the fluent window, e.g. 0.5-0.9),
    cut to its first ``k`` sentences with ``k`` drawn from ``min_sentences .. max_sentences``. The opening is
    kept only if it has at least ``min_sentences`` complete sentences and passes the same text checks as an
-   answer; ``attempts_per_prompt`` (latent, strength) pairs are tried in a seeded order.
+   answer, and (with ``offtopic_max_cosine``) only if it has left the prompt's subject: the cosine of its
+   MiniLM embedding with the prompt's is at most that value (steering often garbles an answer without
+   changing its subject; such text teaches nothing about returning to a topic). ``attempts_per_prompt``
+   (latent, strength) pairs are tried in a seeded order and the first fit one is kept.
 3. A **self-correction example** joins opening + one acknowledgement (drawn from the written set) + the first
    kept answer; the second kept answer makes a **normal example** (with one answer per prompt, the same answer
    also makes the prompt's normal example).
@@ -66,6 +69,7 @@ class BuildSettings:
     seed: int = 0
     fluency_checks: bool = True
     keep_cut_answers: bool = False
+    offtopic_max_cosine: float | None = None
 
     def check(self) -> None:
         if not self.latents:
@@ -76,6 +80,8 @@ class BuildSettings:
             raise ValueError("need 1 <= min_sentences <= max_sentences")
         if self.answers_per_prompt < 1 or self.attempts_per_prompt < 1:
             raise ValueError("answers_per_prompt and attempts_per_prompt must be >= 1")
+        if self.offtopic_max_cosine is not None and not -1.0 <= self.offtopic_max_cosine <= 1.0:
+            raise ValueError("offtopic_max_cosine must be a cosine in [-1, 1] (or None for no check)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,7 +174,7 @@ def _answers(lm: Any, prompts: Sequence[str], s: BuildSettings, report: BuildRep
 
 
 def _openings(lm: Any, sae: Any, prompts: Sequence[str], s: BuildSettings, report: BuildReport,
-              progress: bool) -> dict[str, tuple[str, int, float]]:
+              progress: bool) -> dict[str, tuple[str, int, float, float | None]]:
     from esr_analysis.steering import AddLatent, SamplingSettings, generate
 
     plan: list[tuple[str, int, float, int]] = []  # prompt, latent, strength, k sentences
@@ -184,11 +190,9 @@ def _openings(lm: Any, sae: Any, prompts: Sequence[str], s: BuildSettings, repor
                                 max_new_tokens=s.opening_max_new_tokens)
     results = generate(lm, [p for p, *_ in plan], interventions=interventions, sae=sae, settings=settings,
                        seeds=seeds, batch_size=s.batch_size, progress=progress)
-    out: dict[str, tuple[str, int, float]] = {}
+    candidates: dict[str, list[tuple[str, int, float]]] = {}
     for (p, lat, st, k), r in zip(plan, results, strict=True):
         report.n_openings_generated += 1
-        if p in out:
-            continue
         opening, n = first_sentences(r.text, k)
         if s.fluency_checks:
             problem = opening_problem(opening, n, s.min_sentences)
@@ -198,9 +202,34 @@ def _openings(lm: Any, sae: Any, prompts: Sequence[str], s: BuildSettings, repor
         if problem:
             report.drop(f"opening_{problem}")
             continue
-        report.n_openings_kept += 1
-        out[p] = (opening, lat, st)
+        candidates.setdefault(p, []).append((opening, lat, st))
+    cosines = _prompt_cosines(candidates) if s.offtopic_max_cosine is not None else {}
+    out: dict[str, tuple[str, int, float, float | None]] = {}
+    for p, cands in candidates.items():
+        for i, (opening, lat, st) in enumerate(cands):
+            cos = cosines.get((p, i))
+            if s.offtopic_max_cosine is not None and cos is not None and cos > s.offtopic_max_cosine:
+                report.drop("opening_on_topic")
+                continue
+            report.n_openings_kept += 1
+            out[p] = (opening, lat, st, cos)
+            break
     return out
+
+
+def _prompt_cosines(candidates: dict[str, list[tuple[str, int, float]]]) -> dict[tuple[str, int], float]:
+    """Cosine similarity (MiniLM sentence embeddings, the offline judge's) of each candidate opening with its
+    prompt: the off-topic check of an opening (low = another subject)."""
+    from esr_analysis.judge.offline import embed_texts, load_embedder
+
+    keys = [(p, i) for p, cands in candidates.items() for i in range(len(cands))]
+    if not keys:
+        return {}
+    prompts = list(candidates)
+    emb = load_embedder()
+    pv = dict(zip(prompts, embed_texts(emb, prompts), strict=True))
+    ov = embed_texts(emb, [candidates[p][i][0] for p, i in keys])
+    return {k: float(pv[k[0]] @ v) for k, v in zip(keys, ov, strict=True)}
 
 
 def build_examples(lm: Any, sae: Any, prompts: Sequence[str], acknowledgements: Sequence[str],
@@ -227,13 +256,14 @@ def build_examples(lm: Any, sae: Any, prompts: Sequence[str], acknowledgements: 
     for p in prompts:
         kept = answers[p]
         if p in openings:
-            opening, lat, st = openings[p]
+            opening, lat, st, cos = openings[p]
             rng = random.Random(derive_seed("finetune-ack", settings.seed, p))
             ack = rng.choice(list(acknowledgements))
             answer, complete = kept[0]
             sc.append(self_correction_example(tok, p, opening, ack, answer, complete=complete, meta={
                 "prompt": p, "latent": lat, "strength_relative": st, "layer": settings.layer,
-                "opening": opening, "acknowledgement": ack, "answer_complete": complete}))
+                "opening": opening, "opening_prompt_cosine": cos, "acknowledgement": ack,
+                "answer_complete": complete}))
             if settings.answers_per_prompt > 1:
                 kept = kept[1:]
         normal.extend(normal_example(tok, p, a, complete=c, meta={"prompt": p, "answer_complete": c})

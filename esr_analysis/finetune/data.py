@@ -80,10 +80,14 @@ class Example:
 
 @dataclass(frozen=True)
 class TokenizedExample:
-    """Token ids and labels (``IGNORE_INDEX`` where no loss) of one example, same length."""
+    """Token ids and labels (``IGNORE_INDEX`` where no loss) of one example, same length; optionally a steering
+    vector (``[d_model]`` tensor) added to the residual stream after decoder layer ``steer_layer`` at every
+    position while the example trains."""
 
     input_ids: list[int]
     labels: list[int]
+    steer_layer: int | None = None
+    steer_vector: Any = None
 
     @property
     def n_trained(self) -> int:

@@ -28,7 +28,7 @@ from esr_analysis.finetune.data import (
 )
 from esr_analysis.finetune.train import LoraSettings, train_lora
 
-__all__ = ["data_stage", "train_stage"]
+__all__ = ["data_stage", "steering_vectors", "train_stage"]
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,51 @@ def data_stage(lm: Any, sae: Any, prompts: Sequence[str], acknowledgements: Sequ
     return sc, normal, recipe
 
 
+def steering_vectors(self_correction: Sequence[Example], sae: Any,
+                     median_norm: float) -> dict[tuple[int, int, float], Any]:
+    """The steering vector of each distinct ``(layer, latent, strength_relative)`` the examples' openings were
+    generated with (their ``meta``): ``r * m * d / ||d||`` for decoder row ``d`` of ``latent``, relative
+    strength ``r`` and median residual norm ``m`` at the layer, as :func:`esr_analysis.steering.generate`
+    resolves ``AddLatent(unit="relative")``. ``ValueError`` names an example whose meta lacks them."""
+    from esr_analysis.sae.sliced import SlicedSAE
+
+    keys: set[tuple[int, int, float]] = set()
+    for e in self_correction:
+        try:
+            keys.add((int(e.meta["layer"]), int(e.meta["latent"]), float(e.meta["strength_relative"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"self-correction example without its steering in meta: {e.text[:80]!r}") from exc
+    if median_norm <= 0:
+        raise ValueError(f"median residual norm must be > 0, got {median_norm}")
+    dec = SlicedSAE.from_sae(sae, sorted({k[1] for k in keys}))
+    out: dict[tuple[int, int, float], Any] = {}
+    for layer, latent, r in keys:
+        d = dec.decoder_row(latent).float()
+        out[(layer, latent, r)] = r * median_norm * d / d.norm()
+    return out
+
+
+def _steered(tokenized: Any, example: Example, steering: dict[tuple[int, int, float], Any] | None) -> Any:
+    from dataclasses import replace
+
+    if steering is None or example.kind != "self_correction":
+        return tokenized
+    key = (int(example.meta["layer"]), int(example.meta["latent"]), float(example.meta["strength_relative"]))
+    return replace(tokenized, steer_layer=key[0], steer_vector=steering[key])
+
+
 def train_stage(hf_model: Any, tokenizer: Any, self_correction: Sequence[Example], normal: Sequence[Example],
                 fraction: float, settings: LoraSettings, work_dir: str | Path, adapter_dir: str | Path,
                 metadata: dict[str, Any], *, mix_seed: int = 42, adapter_dtype: str = "float16",
                 progress: bool = True, stop_after: int | None = None,
-                on_step: Callable[[int, float], None] | None = None) -> tuple[Any, dict[str, Any]]:
+                on_step: Callable[[int, float], None] | None = None,
+                steering: dict[tuple[int, int, float], Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """Mix, tokenize, train (resuming from ``<work_dir>/lora``) and, unless stopped early, save the adapter.
 
+    With ``steering`` (:func:`steering_vectors`) each self-correction example is trained with its opening's
+    steering vector added at its layer over all positions, as when the opening was generated: the model
+    learns to acknowledge and return to the task *while steered*, which is the situation of an ESR trial
+    (the paper's recipe trains without it; normal examples are always unsteered).
     Returns ``(peft_model, organism_metadata)``; the metadata is what ``organism.json`` holds.
     """
     from esr_analysis.finetune.adapter import save_adapter
@@ -70,13 +108,14 @@ def train_stage(hf_model: Any, tokenizer: Any, self_correction: Sequence[Example
     rows = mix_examples(self_correction, normal, fraction, seed=mix_seed)
     if not rows:
         raise ValueError(f"the mix at fraction {fraction} is empty ({len(self_correction)} self-correction examples)")
-    tokenized = [tokenize_example(tokenizer, e, settings.max_length) for e in rows]
+    tokenized = [_steered(tokenize_example(tokenizer, e, settings.max_length), e, steering) for e in rows]
     peft_model, result = train_lora(hf_model, tokenizer, tokenized, settings, Path(work_dir) / "lora",
                                     progress=progress, stop_after=stop_after, on_step=on_step)
     n_sc = sum(1 for e in rows if e.kind == "self_correction")
     meta = dict(metadata)
     meta.update({
         "training": settings.to_dict(), "training_result": result.to_dict(),
+        "steer_in_training": steering is not None,
         "mix": {"fraction": fraction, "seed": mix_seed, "n_self_correction": n_sc, "n_normal": len(rows) - n_sc,
                 "pool_self_correction": len(self_correction), "pool_normal": len(normal),
                 "n_tokens_per_epoch": sum(len(t.input_ids) for t in tokenized),

@@ -12,6 +12,9 @@ Definitions (``docs/method.md#organism``)
 * **Loss** of a step: the sum of next-token cross-entropies over the step's trained positions (labels not
   ``-100``) divided by their number. Only those positions' hidden states go through ``lm_head``, so the
   vocabulary-sized logits exist for trained tokens only (memory).
+* **Steering while training** (optional): a row with a ``steer_vector`` gets it added to the output of
+  decoder layer ``steer_layer`` at every position (a forward hook), as the steering was on when its opening
+  was generated.
 * **Determinism and resume**: before each optimizer step the torch RNG (LoRA dropout) is seeded with
   ``derive_seed(seed, "step", step)``; every ``checkpoint_every`` steps the LoRA weights, the optimizer and
   scheduler state and the loss history are written atomically to ``<out>/checkpoint``. A run killed at any
@@ -151,6 +154,35 @@ def _summed_loss(peft_model: Any, ids: Any, labels: Any, mask: Any) -> Any:
     return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
 
 
+def _steering_hook(peft_model: Any, rows: Sequence[TokenizedExample]) -> Any:
+    """Register a forward hook that adds each row's ``steer_vector`` to the output hidden states of decoder
+    layer ``steer_layer`` at every position (rows without one get zero); ``None`` when no row is steered.
+    The caller removes the returned handle after the forward and backward passes."""
+    import torch
+
+    from esr_analysis.tracing.sites import find_sites
+
+    steered = [r for r in rows if r.steer_vector is not None]
+    if not steered:
+        return None
+    layers = {r.steer_layer for r in steered}
+    index = next(iter(layers))
+    if len(layers) != 1 or index is None:
+        raise ValueError(f"a micro-batch's steered rows must share one steer_layer, got {sorted(map(str, layers))}")
+    inner = peft_model.get_base_model()
+    layer = inner.get_submodule(find_sites(inner).layers)[index]
+    addend = torch.stack([torch.as_tensor(r.steer_vector, dtype=torch.float32) if r.steer_vector is not None
+                          else torch.zeros_like(torch.as_tensor(steered[0].steer_vector, dtype=torch.float32))
+                          for r in rows])[:, None, :]
+
+    def add(_module: Any, _inputs: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (output[0] + addend.to(output[0].dtype), *output[1:])
+        return output + addend.to(output.dtype)
+
+    return layer.register_forward_hook(add)
+
+
 def _lr_lambda(settings: LoraSettings, total: int):
     def f(step: int) -> float:
         if step < settings.warmup_steps:
@@ -237,8 +269,13 @@ def train_lora(hf_model: Any, tokenizer: Any, examples: Sequence[TokenizedExampl
         optimizer.zero_grad(set_to_none=True)
         for rows in micro:
             ids, labels, mask = _collate(rows, pad_id)
-            loss = _summed_loss(model, ids, labels, mask) / max(1, n_step_trained)
-            loss.backward()
+            hook = _steering_hook(model, rows)
+            try:
+                loss = _summed_loss(model, ids, labels, mask) / max(1, n_step_trained)
+                loss.backward()
+            finally:
+                if hook is not None:
+                    hook.remove()
             total += float(loss.detach())
             n_tokens += int(mask.sum())
         optimizer.step()
