@@ -43,6 +43,15 @@ A = Attempt
         "Volcanoes erupt. Oh, sorry, I got off track. Knead the dough.",
         "Volcanoes erupt. Anyway, back to your question: knead the dough.",
         "Volcanoes erupt. Hmm, I seem to have drifted off topic. Knead the dough.",
+        # restart-v3: lead-ins "Wait,", "Hold on,", "I apologize,", "Never mind that," before a strong body
+        "Volcanoes erupt. Wait, let me get back to your question.",
+        "Volcanoes erupt. Hold on, that has nothing to do with your question.",
+        "Volcanoes erupt. Actually, I made an error and wandered away from the topic.",
+        "Volcanoes erupt. My apologies, I got distracted. Knead the dough.",
+        "Volcanoes erupt. I apologize, that was irrelevant to your request.",
+        "Volcanoes erupt. Never mind that, let me answer the question you asked.",
+        "Volcanoes erupt. Wait, I should be answering your question instead.",
+        "Volcanoes erupt. Oh, wait. I drifted away from the topic, so let me try again.",
     ],
 )
 def test_restart_phrases_are_found(text: str):
@@ -90,6 +99,10 @@ def test_ordinary_text_has_no_restart(text: str):
         "Hold on to the receipt in case the part fails.",
         "If it still leaks, try again with a new washer.",
         "Wait, no more than five minutes, or the tea turns bitter.",
+        "Hold on to the rail. It has nothing to do with cost.",
+        "Never mind that, it is fine. I should be answering emails by noon.",
+        "I have gone from the store to the park. Wait, then let me know.",
+        "I apologize, the shop closes at five. My apologies for the delay.",
     ],
 )
 def test_ordinary_restart_vocabulary_is_never_a_boundary(text: str):

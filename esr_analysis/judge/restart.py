@@ -3,7 +3,8 @@
 A **strong restart phrase** (:data:`RESTART_PATTERNS`, case-insensitive regular expressions) says that the
 writer abandons what came before and starts over, and it must **begin a sentence** (after ``.``, ``!``,
 ``?``, ``…``, ``:``, ``;``, a newline or a closing quote/bracket, optionally after markdown ``*``/``_``/``#``),
-possibly after lead-in interjections ("Oh,", "Hmm,", "Sorry,", "Actually,", "Anyway,", "Okay,", ...). The
+possibly after lead-in interjections ("Oh,", "Hmm,", "Sorry,", "Actually,", "Anyway,", "Okay,", "Wait,",
+"Hold on,", "I apologize,", "Never mind that,", ...; a lead-in alone is only a weak marker). The
 set covers
 
 * interjections that retract: "Wait, that's not right", "Wait, no", "No, wait", "Hold on, I ...",
@@ -12,7 +13,8 @@ set covers
   "let me correct myself", "I'd like to revise my answer", "Correction:", "Scratch that", "Ignore what I
   said", "Just kidding";
 * admissions: "I made a mistake", "I misspoke", "I got that wrong", "My mistake", "Sorry, I got off track",
-  "I apologize for the confusion", "That's not what you asked", "That was off-topic";
+  "I apologize for the confusion", "That's not what you asked", "That was off-topic", "I drifted away from
+  the topic", "That has nothing to do with your question";
 * returning to the question: "Actually, let me answer your question", "Back to your question",
   "To actually answer your question", "Let me get back on track".
 
@@ -33,12 +35,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-RESTART_VERSION = "restart-v2"
+RESTART_VERSION = "restart-v3"
 
 _SENT = r"(?:^|(?<=[.!?…\n:;\"“”)\]]))[\s*_#>]*"  # a sentence start, markdown emphasis allowed
 _LEAD = (
-    r"(?:(?:oh|no|hmm+|um+|uh+|ah+|okay|ok|well|sorry|actually|anyway|anyways|whoops|oops|but|"
-    r"(?:my )?apologies)\s*[,!.…—–-]*\s+)*"
+    r"(?:(?:oh|no|hmm+|um+|uh+|ah+|okay|ok|well|sorry|actually|anyway|anyways|whoops|oops|but|wait|hold on|"
+    r"hang on|i apologi[sz]e|never ?mind(?: that)?|(?:my )?apologies)\s*[,!.…—–-]*\s+)*"
 )
 
 _STRONG_BODIES: tuple[str, ...] = (
@@ -51,15 +53,19 @@ _STRONG_BODIES: tuple[str, ...] = (
     r"(?: (?:that|this|it|my answer|this answer))?(?: all)? (?:again|over|afresh|from scratch)\b",
     r"let me (?:rephrase|restart|redo|re-do|refocus|reconsider)\b",
     r"let me (?:correct|fix|revise|rewrite) (?:that|this|myself|my (?:answer|response|mistake))\b",
-    r"(?:let me|i(?:'ll| will)|i should)(?: now)? (?:actually |properly |really )?(?:answer|address|get back to|"
+    r"(?:let me|i(?:'ll| will)|i should(?: be)?)(?: now)? (?:actually |properly |really )?(?:answer(?:ing)?|address|"
+    r"get back to|"
     r"go back to|return to|focus on) (?:your|the) (?:actual |original |real )?(?:question|request|prompt|topic)\b",
     r"(?:(?:getting|going|coming) )?back to (?:your|the) (?:actual |original )?(?:question|topic|request|prompt)\b",
     r"(?:let me |let's )?get(?:ting)? back on (?:track|topic)\b",
     r"to (?:actually|properly|really) (?:answer|address) (?:your|the) question\b",
     r"(?:sorry|i apologi[sz]e|i'm sorry)\b[^.!?\n]{0,25}?(?:off[- ]?(?:track|topic)|sidetracked|distracted|"
-    r"confusion|tangent|wrong topic)\b",
+    r"confusion|tangent|wrong topic|irrelevant)\b",
+    r"(?:that|this|it) (?:has|had) nothing to do with (?:your|the|what you)\b",
+    r"i (?:made an? (?:error|mistake) and |have |'ve )?(?:got|gone|went|drifted|veered|strayed|wandered)"
+    r"(?: away| off)? (?:from|off) (?:the|your) (?:topic|question|subject|request)\b",
     r"i (?:got|went|drifted|veered|strayed|wandered|seem to have (?:gone|drifted|wandered|gotten)|"
-    r"(?:have|'ve) (?:gone|drifted|wandered|gotten)) (?:off[- ]?(?:track|topic|course)|sidetracked|astray)\b",
+    r"(?:have|'ve) (?:gone|drifted|wandered|gotten)) (?:off[- ]?(?:track|topic|course)|sidetracked|astray|distracted)\b",
     r"i(?:'m| am) (?:getting|going|drifting) (?:off[- ]?(?:track|topic)|sidetracked)\b",
     r"i (?:made a mistake|misspoke|got (?:that|this|it) wrong)(?: (?:there|above|earlier|here))?\s*[.!,:;—–-]",
     r"my (?:mistake|bad)\s*[.!,:;—–-]",
