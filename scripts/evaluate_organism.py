@@ -26,43 +26,17 @@ from esr_analysis.paths import DATA_DIR
 HELDOUT = DATA_DIR / "prompts" / "finetune_heldout_prompts.txt"
 
 
-def condition_metrics(trials: Any) -> dict[str, Any]:
-    """The issue's per-condition record from a store run's trials (rates as fractions, Wilson 95 %)."""
-    from esr_analysis.metrics.summary import summarize
-
-    df = summarize(trials, n_boot=200).set_index("metric")
-
-    def val(m: str) -> float | None:
-        v = float(df.loc[m, "value"])
-        return None if v != v else v  # NaN (e.g. no multi-attempt trial) -> null
-
-    def ci(m: str) -> list[float]:
-        return [float(df.loc[m, "ci_low"]), float(df.loc[m, "ci_high"])]
-
-    return {"n": int(df.loc["multi_attempt_rate", "n"]), "multi_attempt_rate": val("multi_attempt_rate"),
-            "multi_attempt_ci": ci("multi_attempt_rate"), "esr_rate": val("esr_rate"), "esr_ci": ci("esr_rate"),
-            "first_attempt_score": val("first_attempt_score"), "first_attempt_ci": ci("first_attempt_score"),
-            "mean_improvement": val("mean_improvement"), "n_multi_attempt": int(df.loc["mean_improvement", "n"]),
-            "degenerate_share": val("degraded_rate"), "interval": "wilson 95% (rates), student-t 95% (means)"}
-
-
 def markdown_table(report: dict[str, Any]) -> str:
     """``eval.json`` as the table of ``docs/organism.md``."""
-    rows = ["| condition | n | multi-attempt (95 % CI) | ESR (95 % CI) | first-attempt score | mean improvement "
-            "(multi-attempt trials) | degenerate |", "|---|---|---|---|---|---|---|"]
-    for key in ("base", "organism", "base_no_steer", "organism_no_steer", "base_heldout", "organism_heldout"):
-        m = report.get(key)
-        if not m:
-            continue
-        imp = "n/a" if not m["n_multi_attempt"] else f"{m['mean_improvement']:+.1f} (n={m['n_multi_attempt']})"
-        rows.append(f"| {key} | {m['n']} | {m['multi_attempt_rate']:.2f} [{m['multi_attempt_ci'][0]:.2f}, "
-                    f"{m['multi_attempt_ci'][1]:.2f}] | {m['esr_rate']:.2f} [{m['esr_ci'][0]:.2f}, {m['esr_ci'][1]:.2f}] "
-                    f"| {m['first_attempt_score']:.1f} | {imp} | {m['degenerate_share']:.2f} |")
-    return "\n".join(rows)
+    from esr_analysis.experiments.side_by_side import side_by_side_table
+
+    keys = ("base", "organism", "base_no_steer", "organism_no_steer", "base_heldout", "organism_heldout")
+    return side_by_side_table({k: report[k] for k in keys if report.get(k)})
 
 
 def assemble(root: Path, conditions: dict[str, tuple[str, str, list[str]]], out_path: Path) -> int:
     """Rebuild ``eval.json`` from the finished run directories under ``root`` (keeps ``_meta`` from the work copy)."""
+    from esr_analysis.experiments.side_by_side import condition_record
     from esr_analysis.files import atomic_write_json
     from esr_analysis.store.read import read_trials
 
@@ -79,7 +53,7 @@ def assemble(root: Path, conditions: dict[str, tuple[str, str, list[str]]], out_
                 continue
             key = cond if exp == "exp1" else f"{cond}_no_steer"
             trials, _ = read_trials(d)
-            report[key] = {**condition_metrics(trials), "model": model, "prompts": Path(prompts).name,
+            report[key] = {**condition_record(trials), "model": model, "prompts": Path(prompts).name,
                            "experiment": exp, "run_dir": str(root / cond)}
     atomic_write_json(work, report)
     atomic_write_json(out_path, report)
@@ -110,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from esr_analysis.experiments.pipeline import run_pipeline
     from esr_analysis.experiments.prompts import load_prompts
     from esr_analysis.experiments.selection import select_latents
+    from esr_analysis.experiments.side_by_side import condition_record
     from esr_analysis.files import atomic_write_json
     from esr_analysis.finetune.adapter import adapter_dir, read_organism
     from esr_analysis.models.loading import load_model
@@ -168,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         for exp in exps:
             key = cond if exp == "exp1" else f"{cond}_no_steer"
             trials, _ = read_trials(res.experiments[exp])
-            report[key] = {**condition_metrics(trials), "model": model, "prompts": Path(prompts).name,
+            report[key] = {**condition_record(trials), "model": model, "prompts": Path(prompts).name,
                            "experiment": exp, "run_dir": str(root / cond)}
         info = report.setdefault("_meta", {})
         info.setdefault("seconds", {})[cond] = time.monotonic() - t0
