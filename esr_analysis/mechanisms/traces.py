@@ -72,6 +72,26 @@ def steered_latents(episode: Episode) -> list[int]:
     return list(dict.fromkeys(int(r["latent"]) for r in episode.interventions if r.get("kind") == "add_latent"))
 
 
+def episode_sequence(tokenizer: Any, episode: Episode, *, chat: bool = True) -> tuple[list[int], list[int]]:
+    """``(prompt_ids, response_ids)`` replayed for an episode: the stored ids, else the prompt rendered by
+    :func:`~esr_analysis.models.chat.format_chat` and the response tokenized without special tokens."""
+    from esr_analysis.models.chat import format_chat
+
+    p_ids = list(episode.input_ids) if episode.input_ids else format_chat(tokenizer, episode.prompt, chat=chat)[1]
+    r_ids = list(episode.output_ids) if episode.output_ids else \
+        list(tokenizer(episode.response, add_special_tokens=False)["input_ids"])
+    return p_ids, r_ids
+
+
+def episode_token_boundaries(tokenizer: Any, episode: Episode, boundaries: Boundaries | None, *,
+                             chat: bool = True) -> TokenBoundaries:
+    """The episode's character boundaries as token indices into its replayed sequence (unclear for ``None``)."""
+    p_ids, r_ids = episode_sequence(tokenizer, episode, chat=chat)
+    if boundaries is None or boundaries.unclear:
+        return TokenBoundaries(-1, -1, -1, len(p_ids), len(p_ids) + len(r_ids))
+    return token_boundaries(boundaries, token_char_spans(tokenizer, r_ids, episode.response), len(p_ids))
+
+
 @dataclass
 class EpisodeTrace:
     """One episode's per-token activations ``acts[t, j]`` of ``latents[j]`` (module docstring)."""
@@ -159,7 +179,6 @@ def correction_correlation(model: Any, sae: Any, episodes: Sequence[Episode], bo
     :func:`token_boundaries` gives). Latents in ``exclude`` (e.g. the steered ones) are skipped."""
     import torch
 
-    from esr_analysis.models.chat import format_chat
     from esr_analysis.steering.residuals import read_residuals
 
     if len(bounds) != len(episodes):
@@ -167,12 +186,10 @@ def correction_correlation(model: Any, sae: Any, episodes: Sequence[Episode], bo
     keep = [i for i, b in enumerate(bounds) if not b.unclear]
     if not keep:
         raise ValueError("no episode has clear boundaries; nothing to correlate")
-    tok = model.tokenizer
     seqs, rows = [], []
     for i in keep:
         e = episodes[i]
-        p_ids = list(e.input_ids) if e.input_ids else format_chat(tok, e.prompt)[1]
-        r_ids = list(e.output_ids) if e.output_ids else list(tok(e.response, add_special_tokens=False)["input_ids"])
+        p_ids, r_ids = episode_sequence(model.tokenizer, e)
         if len(p_ids) != bounds[i].response_start or len(p_ids) + len(r_ids) != bounds[i].end:
             raise ValueError(f"episode {e.episode_id}: token boundaries do not fit its replayed sequence")
         seqs.append(p_ids + r_ids)
