@@ -174,7 +174,7 @@ def episodes_from_runs(recovery_runs: Sequence[str | Path], baseline_runs: Seque
     from esr_analysis.store.read import read_manifest, read_trials
 
     def load(dirs: Sequence[str | Path]) -> list[tuple[Any, str | None, str]]:
-        out = []
+        out: list[tuple[Any, str | None, str]] = []
         for d in dirs:
             manifest = read_manifest(d)
             trials, _ = read_trials(d)

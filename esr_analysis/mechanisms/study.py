@@ -60,7 +60,9 @@ class AnatomyResult:
 def annotate(recoveries: Sequence[Episode], annotator: str | Any = "offline") -> list[Boundaries]:
     """Boundaries of each recovery: ``"offline"`` (:func:`offline_boundaries` on the judge's attempts) or an
     object with ``annotate([(prompt, response), ...])`` (e.g. a ``ClaudeAnnotator``)."""
-    if annotator == "offline":
+    if isinstance(annotator, str):
+        if annotator != "offline":
+            raise ValueError(f"unknown annotator {annotator!r}: use 'offline' or an annotator object")
         return [offline_boundaries(e.response, [t for t, _ in e.attempts] or None) for e in recoveries]
     return list(annotator.annotate([(e.prompt, e.response) for e in recoveries]))
 
