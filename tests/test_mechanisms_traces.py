@@ -134,3 +134,18 @@ def test_label_search_weights_and_excludes():
     assert [i for i, _, _ in got] == [1, 3]
     assert got[0][1] > got[1][1]
     assert label_search(labels, min_score=1, top=None)[-1][0] == 5
+
+
+def test_episodes_without_stored_ids_replay_the_same(tiny_lm, tiny_sae):
+    from dataclasses import replace
+
+    eps = _episodes(tiny_lm.tokenizer)
+    bare = [replace(e, input_ids=None, output_ids=None) for e in eps]
+    mixed = [eps[0], bare[1]]
+    a = trace_episodes(tiny_lm, tiny_sae, eps, layer=1, groups={"d": [1, 2]}, steering=True)
+    b = trace_episodes(tiny_lm, tiny_sae, mixed, layer=1, groups={"d": [1, 2]}, steering=True)
+    assert [t.episode_id for t in b] == ["e0", "e1"]
+    for x, y in zip(a, b, strict=True):  # the stored ids end with an end-of-turn token; re-tokenized text does not
+        n = len(y.tokens)
+        assert x.tokens[:n] == y.tokens
+        np.testing.assert_allclose(x.acts[:n], y.acts, atol=1e-5)
