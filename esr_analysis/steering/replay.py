@@ -28,12 +28,15 @@ def replay(
     batch_size: int = 8,
     remote: bool | str = False,
     progress: bool = True,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[ReplayResult]:
     """Teacher-force ``(prompt, response)`` pairs with the same interventions and return per-token activations.
 
     ``response`` is a string (tokenized without special tokens) or the exact generated token ids. The
     scopes map onto the replayed sequence as in generation: ``prompt`` = prompt positions, ``generated`` =
-    the last prompt position and every response position, ``all`` = both.
+    the last prompt position and every response position, ``all`` = both. ``prompt_ids`` (one list per pair)
+    gives the exact model input of each prompt as it was generated (e.g. a stored trial's ``input_ids``)
+    instead of rendering ``prompt`` with :func:`~esr_analysis.models.chat.format_chat`.
     """
     import torch
     from tqdm.auto import tqdm
@@ -46,10 +49,17 @@ def replay(
     prompts = [p for p, _ in pairs]
     rows = normalise_rows(prompts, interventions)
     validate(model, rows, sae, capture)
+    if prompt_ids is not None and len(prompt_ids) != len(pairs):
+        raise ValueError(f"got {len(prompt_ids)} prompt_ids lists for {len(pairs)} pairs")
     tok = model.tokenizer
     seqs, starts, responses = [], [], []
-    for prompt, response in pairs:
-        _, p_ids = format_chat(tok, prompt, chat=chat)
+    for k, (prompt, response) in enumerate(pairs):
+        if prompt_ids is None:
+            _, p_ids = format_chat(tok, prompt, chat=chat)
+        else:
+            p_ids = [int(t) for t in prompt_ids[k]]
+            if not p_ids:
+                raise ValueError(f"empty prompt_ids for prompt {prompt!r}")
         r_ids = list(tok(response, add_special_tokens=False)["input_ids"]) if isinstance(response, str) else list(response)
         if not r_ids:
             raise ValueError(f"empty response for prompt {prompt!r}")
