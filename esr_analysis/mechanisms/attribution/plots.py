@@ -26,7 +26,7 @@ def plot_summary(summary: dict[str, Any], n_layers: int, n_heads: int, title: st
     axes[1].bar(range(n_layers), mlp, color="tab:orange")
     axes[1].set(xlabel="layer", title="MLPs: mean AtP")
     pairs = [("top-10", summary["top10_patch_effect"]), ("random-10", summary["random10_patch_effect"])]
-    for i, (name, (mean, lo, hi)) in enumerate(pairs):
+    for i, (_name, (mean, lo, hi)) in enumerate(pairs):
         err = [[mean - lo if lo == lo else 0], [hi - mean if hi == hi else 0]]
         axes[2].bar(i, mean, yerr=err, capsize=4, color="tab:blue" if i == 0 else "tab:gray")
     axes[2].set_xticks([0, 1], [p[0] for p in pairs])
