@@ -20,7 +20,7 @@ inside the trace (the model's weights never leave the server). Every key is ``"<
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from esr_analysis.errors import ConfigError
@@ -56,7 +56,7 @@ def site_pass(
     plans: Sequence[LayerPlan],
     masks: dict[str, Any],
     *,
-    reads: dict[int, Sequence[str]],
+    reads: Mapping[int, Sequence[str]],
     metric: dict[str, Any],
     backward: bool = False,
     edits: dict[str, dict[str, Any]] | None = None,
