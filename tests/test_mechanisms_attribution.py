@@ -284,3 +284,36 @@ def test_loader_and_counterfactual_records(tmp_path, setup):
         counterfactual(prep, "detectors_ablated", sae_layer=1)
     with pytest.raises(ConfigError):
         Episode.from_dict({"prompt": "p", "response": "abc", "correction_char": 0})
+
+
+def test_study_script_writes_the_summary(tmp_path):
+    """scripts/attribution_study.py --tiny: the issue's keys, intervals that bracket their means, the command, and
+    a resumed run that recomputes nothing."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("attribution_study", root / "scripts" / "attribution_study.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = []
+    for i, prompt in enumerate(("Why is the sky blue?", "How does rain form?", "What is a cloud?")):
+        ep = _episode(id=f"e{i}", prompt=prompt)
+        rows.append({k: v for k, v in ep.__dict__.items() if k != "extra"})
+    eps = tmp_path / "eps.json"
+    eps.write_text(json.dumps(rows))
+    out = tmp_path / "attribution_tiny.json"
+    res = mod.main([str(eps), "--tiny", "--top-k", "6", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["n_episodes"] == 3 and set(res) <= set(saved)
+    for key in ("top10_patch_effect", "random10_patch_effect"):
+        mean, lo, hi = saved[key]
+        assert lo <= mean <= hi
+    assert -1 <= saved["atp_vs_patching_spearman"] <= 1
+    assert saved["top_components"] and all("atp" in c for c in saved["top_components"])
+    assert "--tiny" in saved["command"] and saved["choices"]["counterfactuals"][0] == "steering_off"
+    records = out.with_suffix(".records.jsonl").read_text().splitlines()
+    assert len(records) == 3
+    mod.main([str(eps), "--tiny", "--top-k", "6", "--out", str(out)])
+    assert out.with_suffix(".records.jsonl").read_text().splitlines() == records

@@ -96,10 +96,10 @@ def site_pass(
             raise ConfigError("direct logit attribution needs every layer's heads and MLP read")
         root = hf_module(lm)
         norm = root.get_submodule(sites.final_norm)
-        gain = norm.weight.detach() + (1.0 if type(norm).__name__.startswith("Gemma") else 0.0)
+        gain_offset = 1.0 if type(norm).__name__.startswith("Gemma") else 0.0  # weights read in-trace (remote)
         has_bias = root.get_submodule(f"{sites.layers}.0.{sites.o_proj}").bias is not None
     else:
-        gain, has_bias = None, False
+        gain_offset, has_bias = 0.0, False
     paths = {"head": sites.o_proj, "mlp_out": sites.mlp, "block_out": ""}
     facts = {"position": int(metric.get("position", -1)), "n_layers": sites.n_layers, "n_heads": sites.n_heads,
              "has_bias": dla and has_bias}
@@ -140,6 +140,7 @@ def site_pass(
             out["other"] = other.detach().cpu()
         if dla:
             w_u = kernels.module_at(lm, sites.unembed).weight
+            gain = kernels.module_at(lm, sites.final_norm).weight.float() + gain_offset
             w_pair = (w_u[metric["target"]][None, :], w_u[other])
             u = kernels.dla_direction(facts["final_in"], w_pair[0], w_pair[1], gain, eps, facts["position"])
             out["dla"] = kernels.dla_terms(layers, sites.o_proj, values, u, facts)

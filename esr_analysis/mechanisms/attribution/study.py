@@ -48,9 +48,13 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman rank correlation (``nan`` with fewer than 3 pairs or a constant side)."""
     if len(a) < 3:
         return math.nan
+    import warnings
+
     from scipy.stats import spearmanr
 
-    rho = spearmanr(a, b).statistic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant side: nan, handled below
+        rho = spearmanr(a, b).statistic
     return float(rho) if rho == rho else math.nan
 
 
