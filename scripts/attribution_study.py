@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
                 r = json.loads(line)
                 done[r["id"]] = r
     episodes = load_episodes(args.episodes)[: args.max_episodes]
-    remote = True if args.remote else False
+    remote = bool(args.remote)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     for ep in episodes:
