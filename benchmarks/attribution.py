@@ -30,7 +30,11 @@ def main() -> None:
     import torch
 
     from esr_analysis.mechanisms.attribution.inputs import Episode, counterfactual, prepare, restart_metric
-    from esr_analysis.mechanisms.attribution.methods import activation_patching, attribution_patching, parse_site
+    from esr_analysis.mechanisms.attribution.methods import (
+        activation_patching,
+        attribution_patching,
+        parse_site,
+    )
     from esr_analysis.mechanisms.attribution.study import spearman
     from esr_analysis.tracing import find_sites
 

@@ -14,7 +14,6 @@
 # %%
 import json
 import os
-from pathlib import Path
 
 SMALL = os.environ.get("ESR_SMALL", "0") == "1"
 EPISODES = os.environ.get("ESR_EPISODES", "data/results/organism_episodes.jsonl")
