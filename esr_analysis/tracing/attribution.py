@@ -103,7 +103,10 @@ def site_pass(
     paths = {"head": sites.o_proj, "mlp_out": sites.mlp, "block_out": ""}
     facts = {"position": int(metric.get("position", -1)), "n_layers": sites.n_layers, "n_heads": sites.n_heads,
              "has_bias": dla and has_bias}
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if metric["kind"] == "logit_diff" and facts["position"] in (-1, input_ids.shape[1] - 1):
+        inputs["logits_to_keep"] = 1  # the unembedding at the last position only (the [B, T, V] logits dominate)
+        metric = {**metric, "position": -1}
     grad_ctx = torch.enable_grad() if backward else torch.no_grad()
     # Inside the trace: one statement per line (remote="local" re-compiles the body and miscounts continuation
     # lines, which breaks nnsight's `with t.backward():` capture), and only kernels and torch.
