@@ -9,12 +9,27 @@ Scopes map onto the replayed sequence as in generation (:mod:`esr_analysis.steer
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from esr_analysis.models.chat import format_chat
 from esr_analysis.steering.residuals import median_norm_function
 from esr_analysis.steering.resolve import build_plans, normalise_rows, resolve_rows, validate
 from esr_analysis.steering.results import LatentCapture, ReplayResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def scope_masks(attention_mask: torch.Tensor, first_response: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Scope masks ``[B, T, 1]`` of a teacher-forced batch: ``all`` = real tokens, ``prompt`` = real tokens before
+    ``first_response`` (``[B, 1]``, the index of each row's first response token), ``generated`` = the last prompt
+    position and every response position."""
+    import torch
+
+    pos = torch.arange(attention_mask.shape[1])[None, :]
+    real = attention_mask.bool()
+    masks = {"all": real, "prompt": real & (pos < first_response), "generated": real & (pos >= first_response - 1)}
+    return {k: v.to(torch.float32)[:, :, None] for k, v in masks.items()}
 
 
 def replay(
@@ -74,11 +89,7 @@ def replay(
         plans = build_plans(model, sae, addends, ablations, capture, idx)
         ids, mask = left_pad([seqs[i] for i in idx], tok)
         T = ids.shape[1]
-        pos = torch.arange(T)[None, :]
-        first_resp = torch.tensor([T - len(seqs[i]) + starts[i] for i in idx])[:, None]
-        real = mask.bool()
-        masks = {"all": real, "prompt": real & (pos < first_resp), "generated": real & (pos >= first_resp - 1)}
-        masks = {k: v.to(torch.float32)[:, :, None] for k, v in masks.items()}
+        masks = scope_masks(mask, torch.tensor([T - len(seqs[i]) + starts[i] for i in idx])[:, None])
         acts, _ = forward_with_plan(model, ids, mask, plans, masks, stop_after_last=True, remote=remote)
         for j, i in enumerate(idx):
             L = len(seqs[i])

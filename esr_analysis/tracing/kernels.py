@@ -22,13 +22,19 @@ from __future__ import annotations
 from typing import Any
 
 
+def pre_activations(h: Any, p: dict[str, Any]) -> Any:
+    """Pre-activations ``(h - b_dec?) @ W_enc + b_enc`` ``[..., k]`` of a slice's latents (before the ReLU /
+    JumpReLU gate, so their gradient is not zero where a latent is off)."""
+    x = h - p["b_dec"] if p["apply_b_dec_to_input"] else h
+    return x @ p["W_enc"] + p["b_enc"]
+
+
 def encode_slice(h: Any, p: dict[str, Any]) -> Any:
     """Activations ``f(h)`` of a slice's latents: ``relu((h - b_dec?) @ W_enc + b_enc)``, times
     ``1[pre > threshold]`` for a JumpReLU slice (``threshold`` not ``None``)."""
     import torch
 
-    x = h - p["b_dec"] if p["apply_b_dec_to_input"] else h
-    pre = x @ p["W_enc"] + p["b_enc"]
+    pre = pre_activations(h, p)
     acts = torch.relu(pre)
     if p["threshold"] is not None:
         acts = acts * (pre > p["threshold"]).to(pre.dtype)
@@ -135,3 +141,111 @@ def replace_output(module: Any, residual: Any) -> None:
     """Inside a trace: replace decoder block ``module``'s output hidden state by ``residual`` (cast to it)."""
     hidden = block_hidden(module)
     set_block_hidden(module, residual.to(device=hidden.device, dtype=hidden.dtype))
+
+
+# ------------------------------------------------------------------------------------------ attribution kernels
+# Used by :func:`esr_analysis.tracing.attribution.site_pass`; definitions in
+# :mod:`esr_analysis.mechanisms.attribution`.
+
+
+def track_grad(x: Any) -> Any:
+    """Make ``x`` a source of gradients if nothing upstream is tracked (the model's weights are frozen, and NDIF
+    runs without gradients): ``requires_grad_`` in place, so every later site depends on it. Returns ``x``."""
+    if not x.requires_grad:
+        x.requires_grad_(True)
+    return x
+
+
+def blend(x: Any, edit: dict[str, Any]) -> Any:
+    """``x + weight * (target - x) + add`` for an edit ``{"target", "weight", "add"}`` (absent keys or ``None``
+    values skip their term). ``weight`` 1 patches in ``target``; ``1 - alpha`` interpolates towards it."""
+    out = x
+    if edit.get("target") is not None:
+        out = out + edit["weight"].to(x.dtype) * (edit["target"].to(x.dtype) - out)
+    if edit.get("add") is not None:
+        out = out + edit["add"].to(x.dtype)
+    return out
+
+
+def logit_diff(logits: Any, m: dict[str, Any]) -> tuple[Any, Any]:
+    """``(logit[target] - logit[other], other)`` per row at position ``m["position"]``; ``other`` is
+    ``m["other"]`` when ``>= 0``, else the top token outside ``m["exclude"]`` (chosen on detached logits)."""
+    import torch
+
+    row = logits[:, m["position"], :]
+    if m["other"] >= 0:
+        other = torch.full((row.shape[0],), m["other"], dtype=torch.long, device=row.device)
+    else:
+        masked = row.detach().float().clone()
+        masked[:, m["exclude"].to(row.device)] = float("-inf")
+        other = masked.argmax(dim=-1)
+    alt = row.gather(-1, other[:, None])[:, 0]
+    return row[:, m["target"]] - alt, other
+
+
+def latent_pre_sum(hidden: Any, m: dict[str, Any]) -> Any:
+    """``sum_{t in positions} sum_j pre_j(hidden[:, t])`` per row for the slice ``m["slice"]``: ``[B]``."""
+    p = m["slice"]
+    h = hidden[:, m["positions"].to(hidden.device), :].to(p["W_enc"].dtype)
+    return pre_activations(h, p).sum(dim=(1, 2))
+
+
+def dla_direction(final_in: Any, w_target: Any, w_other: Any, gain: Any, eps: float, position: int) -> Any:
+    """``u = (W_U[target] - W_U[other]) * gain * s`` ``[B, D]``, ``s = 1 / sqrt(mean(x^2) + eps)`` the final
+    RMS norm's scale at ``position``, frozen from this run: ``u . x`` is then exactly the logit difference."""
+    import torch
+
+    x = final_in[:, position, :].float()
+    s = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return (w_target.float() - w_other.float()) * gain.float() * s
+
+
+def head_dla(z: Any, w_o: Any, u: Any, n_heads: int) -> Any:
+    """Direct logit attribution of each head: ``(z_h W_O,h^T) . u`` ``[B, H]`` from the ``o_proj`` input ``z``
+    ``[B, H * d_head]`` at one position and ``o_proj``'s weight ``[D, H * d_head]``."""
+    v = u @ w_o.float()  # [B, H * d_head]
+    prod = z.float() * v
+    return prod.unflatten(-1, (n_heads, prod.shape[-1] // n_heads)).sum(dim=-1)
+
+
+def site_value(block: Any, kind: str, path: str, plan: dict[str, Any] | None, masks: dict[str, Any]) -> Any:
+    """Inside a trace: the value of site ``kind`` of decoder ``block``: the whole ``o_proj`` input for ``head``
+    (``path`` = the ``o_proj`` path in the block), the MLP output for ``mlp_out`` (``path`` = the MLP's), the
+    block output after applying ``plan`` (if any) for ``block_out``."""
+    if kind == "head":
+        return module_at(block, path).input
+    if kind == "mlp_out":
+        return module_at(block, path).output
+    return apply_plan(block, plan, masks) if plan is not None else block_hidden(block)
+
+
+def set_site_value(block: Any, kind: str, path: str, value: Any) -> None:
+    """Inside a trace: replace the value :func:`site_value` returns for the same arguments."""
+    if kind == "head":
+        module_at(block, path).input = value
+    elif kind == "mlp_out":
+        module_at(block, path).output = value
+    else:
+        set_block_hidden(block, value)
+
+
+def dla_terms(layers: Any, o_proj: str, values: dict[str, Any], u: Any, f: dict[str, Any]) -> dict[str, Any]:
+    """Direct logit attribution along ``u`` ``[B, D]`` at position ``f["position"]``, from the read sites
+    ``values`` (``"<layer>:head"``, ``"<layer>:mlp_out"``), the block-0 input ``f["embed"]`` ``[B, D]`` and the
+    final norm's input ``f["final_in"]``: ``{"heads": [L, B, H], "mlp": [L, B], "bias": [L, B], "embed": [B],
+    "total": [B]}`` on the CPU (``total = u . x_final``, the logit difference with the frozen norm scale)."""
+    import torch
+
+    t = f["position"]
+    heads, mlps, biases = [], [], []
+    for layer in range(f["n_layers"]):
+        proj = module_at(layers[layer], o_proj)
+        z = values[f"{layer}:head"][:, t, :].to(u.device)
+        heads.append(head_dla(z, proj.weight, u, f["n_heads"]).detach().cpu())
+        m = values[f"{layer}:mlp_out"][:, t, :].to(u.device)
+        mlps.append((m.float() * u).sum(-1).detach().cpu())
+        bias = (proj.bias.float() * u).sum(-1) if f["has_bias"] else (u * 0).sum(-1)
+        biases.append(bias.detach().cpu())
+    return {"heads": torch.stack(heads), "mlp": torch.stack(mlps), "bias": torch.stack(biases),
+            "embed": (f["embed"].float() * u).sum(-1).detach().cpu(),
+            "total": (f["final_in"][:, t, :].float() * u).sum(-1).detach().cpu()}

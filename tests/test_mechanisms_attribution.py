@@ -1,0 +1,319 @@
+"""Attribution (esr_analysis.mechanisms.attribution) against independent plain-torch implementations on tiny
+random models: gradients x deltas by autograd and hooks, activation patching by hooks, head contributions, DLA."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from esr_analysis.errors import ConfigError
+from esr_analysis.mechanisms.attribution.inputs import (
+    Episode,
+    counterfactual,
+    load_episodes,
+    model_inputs,
+    prepare,
+    restart_metric,
+    restart_token_ids,
+)
+from esr_analysis.mechanisms.attribution.methods import (
+    SaeNode,
+    activation_patching,
+    attribution_patching,
+    integrated_gradients,
+)
+from esr_analysis.models.tiny import TINY_HIDDEN, tiny_hf_model, tiny_tokenizer
+from esr_analysis.sae.random_sae import random_sae
+from esr_analysis.tracing import find_sites, head_contributions, hf_module, wrap_model
+from esr_analysis.tracing.attribution import site_pass
+
+RESP = "The sky is blue because of light. Cats like fish a lot. Wait, that is not right. Light scatters in the air and the blue light wins over the red light by far."
+LAT, STRENGTH, LAYER = 3, 4.0, 1
+
+
+def _episode(**kw) -> Episode:
+    base = {"prompt": "Why is the sky blue?", "response": RESP, "correction_char": RESP.index("Wait"),
+            "offtopic_char": RESP.index("Cats"), "ontopic_char": RESP.index("Light scatters"),
+            "interventions": [{"kind": "add_latent", "latent": LAT, "strength": STRENGTH, "layer": LAYER,
+                               "unit": "sae"}], "detectors": [5, 7], "id": "e0"}
+    return Episode.from_dict({**base, **kw})
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    lm = wrap_model(tiny_hf_model("llama", n_layers=3), tiny_tokenizer())
+    sae = random_sae(TINY_HIDDEN, 96, 3)
+    return lm, sae
+
+
+def _hook_run(hf, ids, steer, metric, *, edits=None, grads=True):
+    """Plain torch: forward with hooks (steering vector added to block LAYER's output at every position), the
+    logit difference at the last position; returns (metric, values, grads) keyed 'L:kind'."""
+    sites = find_sites(hf)
+    vals: dict[str, torch.Tensor] = {}
+    edits = edits or {}
+    handles = []
+
+    def pre(key):
+        def hook(_m, args):
+            x = args[0]
+            if key in edits:
+                x = edits[key](x)
+            if grads and not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            if grads:
+                x.retain_grad()
+            vals[key] = x
+            return (x,) + tuple(args[1:])
+        return hook
+
+    def post(key, add=None):
+        def hook(_m, _args, out):
+            h = out[0] if isinstance(out, tuple) else out
+            if add is not None:
+                h = h + add
+            if key in edits:
+                h = edits[key](h)
+            if grads:
+                h.retain_grad()
+            vals[key] = h
+            return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
+        return hook
+
+    for layer in range(sites.n_layers):
+        base = f"{sites.layers}.{layer}"
+        handles.append(hf.get_submodule(f"{base}.{sites.o_proj}").register_forward_pre_hook(pre(f"{layer}:head")))
+        handles.append(hf.get_submodule(f"{base}.{sites.mlp}").register_forward_hook(post(f"{layer}:mlp_out")))
+        add = steer if layer == LAYER else None
+        handles.append(hf.get_submodule(base).register_forward_hook(post(f"{layer}:block_out", add)))
+    try:
+        with torch.set_grad_enabled(grads):
+            logits = hf(input_ids=torch.tensor([ids])).logits
+            m = logits[0, -1, metric["target"]] - logits[0, -1, metric["other"]]
+            if grads:
+                m.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    out = {k: v.detach() for k, v in vals.items()}
+    out["logits"] = logits[:, -1].detach()
+    return float(m.detach()), out, {k: v.grad for k, v in vals.items() if grads}
+
+
+def test_atp_equals_autograd_grad_times_delta(setup):
+    lm, sae = setup
+    hf = hf_module(lm)
+    prep = prepare(lm, _episode())
+    cf_ids, cf_ivs, rec = counterfactual(prep, "steering_off")
+    att, state = attribution_patching(lm, prep, cf_ids, cf_ivs, metric=restart_metric(prep, lm.tokenizer),
+                                      sae=sae, node=SaeNode.of(sae, LAYER))
+    assert att.passes == 3 and rec["kind"] == "steering_off"
+    # the comparison token: the clean run's top token outside the restart tokens
+    steer = STRENGTH * sae.W_dec[LAT].detach()
+    m_clean, v_clean, g = _hook_run(hf, prep.ids, steer, {"target": prep.target, "other": att.other})
+    _, v_cf, _ = _hook_run(hf, cf_ids, None, {"target": prep.target, "other": att.other}, grads=False)
+    logits = v_clean["logits"][0].clone()
+    logits[sorted(set(restart_token_ids(lm.tokenizer)) | {prep.target})] = -math.inf
+    assert att.other == int(logits.argmax())
+    assert att.metric_clean == pytest.approx(m_clean, abs=1e-4)
+    n_heads = find_sites(lm).n_heads
+    for key in g:
+        layer, kind = key.split(":")
+        prod = (g[key] * (v_clean[key] - v_cf[key]))[0].sum(0)
+        if kind == "head":
+            for h, want in enumerate(prod.unflatten(-1, (n_heads, -1)).sum(-1).tolist()):
+                assert att.atp[f"L{layer}.H{h}"] == pytest.approx(want, abs=1e-4)
+        else:
+            name = f"L{layer}." + {"mlp_out": "mlp", "block_out": "block"}[kind]
+            assert att.atp[name] == pytest.approx(float(prod.sum()), abs=1e-4)
+    # latents + error node sum to the read layer's block AtP (nothing cut by top_latents here: 96 latents)
+    parts = sum(v for k, v in att.atp.items() if k.startswith("latent:") or k == "sae_error")
+    assert parts == pytest.approx(att.atp[f"L{LAYER}.block"], rel=1e-3, abs=1e-4)
+    assert state["metric"]["other"] == att.other
+
+
+def test_activation_patching_equals_hook_patching(setup):
+    lm, sae = setup
+    hf = hf_module(lm)
+    node = SaeNode.of(sae, LAYER)
+    prep = prepare(lm, _episode())
+    cf_ids, cf_ivs, _ = counterfactual(prep, "ontopic_span", tok=lm.tokenizer)
+    assert len(cf_ids) == len(prep.ids) and cf_ids != prep.ids
+    att, state = attribution_patching(lm, prep, cf_ids, cf_ivs, metric=restart_metric(prep, lm.tokenizer),
+                                      sae=sae, node=node)
+    steer = STRENGTH * sae.W_dec[LAT].detach()
+    metric = {"target": prep.target, "other": att.other}
+    m_clean, v_clean, _ = _hook_run(hf, prep.ids, steer, metric, grads=False)
+    _, v_cf, _ = _hook_run(hf, cf_ids, steer, metric, grads=False)
+    dh = find_sites(lm).head_dim
+    latent = max((k for k in att.atp if k.startswith("latent:")), key=lambda k: abs(att.atp[k]))
+    i = int(latent.split(":")[1])
+
+    def head_edit(x, h=2, key="2:head"):
+        x = x.clone()
+        x[..., h * dh:(h + 1) * dh] = v_cf[key][..., h * dh:(h + 1) * dh]
+        return x
+
+    f_c, _ = node.split(v_clean[f"{LAYER}:block_out"])
+    f_f, _ = node.split(v_cf[f"{LAYER}:block_out"])
+    cases = {
+        "L2.H2": {"2:head": head_edit},
+        "L0.mlp": {"0:mlp_out": lambda x: v_cf["0:mlp_out"]},
+        latent: {f"{LAYER}:block_out": lambda x: x + (f_f[..., i] - f_c[..., i])[..., None] * sae.W_dec[i].detach()},
+    }
+    got = activation_patching(lm, prep, state, [[n] for n in cases] + [["L2.H2", "L0.mlp"]], sae=sae, node=node,
+                              batch_size=3)
+    for (name, edit), effect in zip(cases.items(), got, strict=False):
+        m_patched, _, _ = _hook_run(hf, prep.ids, steer, metric, edits=edit, grads=False)
+        assert effect == pytest.approx(m_clean - m_patched, abs=1e-4), name
+    both = {**cases["L2.H2"], **cases["L0.mlp"]}
+    assert got[-1] == pytest.approx(m_clean - _hook_run(hf, prep.ids, steer, metric, edits=both, grads=False)[0],
+                                    abs=1e-4)
+
+
+def test_head_contributions_sum_to_attention_output(setup):
+    lm, _ = setup
+    hf = hf_module(lm)
+    sites = find_sites(lm)
+    prep = prepare(lm, _episode())
+    ids, mask, plans, masks = model_inputs(lm, prep.ids, prep.start, [], None)
+    out = site_pass(lm, ids, mask, plans, masks, reads={1: ("head",)}, metric=restart_metric(prep, lm.tokenizer))
+    seen = {}
+    o_proj = hf.get_submodule(f"{sites.layers}.1.{sites.o_proj}")
+    handle = o_proj.register_forward_hook(lambda _m, _a, o: seen.setdefault("o", o.detach()))
+    with torch.no_grad():
+        hf(input_ids=ids)
+    handle.remove()
+    contrib = head_contributions(out["values"]["1:head"], o_proj.weight, sites.n_heads)
+    assert torch.allclose(contrib.sum(-2), seen["o"], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_dla_sums_to_logit_difference_with_frozen_scale(arch):
+    lm = wrap_model(tiny_hf_model(arch, n_layers=3), tiny_tokenizer())
+    hf = hf_module(lm)
+    sites = find_sites(lm)
+    prep = prepare(lm, _episode(interventions=[]))
+    att, _ = attribution_patching(lm, prep, prep.ids, [], metric=restart_metric(prep, lm.tokenizer))
+    d = att.dla
+    parts = sum(v for k, v in d.items() if k not in ("total",))
+    assert parts == pytest.approx(d["total"], abs=1e-4)
+    assert d["total"] == pytest.approx(att.metric_clean, abs=1e-4)  # frozen scale = the clean scale: exact
+    # one head independently: its contribution through o_proj, through the frozen final norm, onto W_U[r] - W_U[a]
+    seen = {}
+    o_proj = hf.get_submodule(f"{sites.layers}.2.{sites.o_proj}")
+    h1 = o_proj.register_forward_pre_hook(lambda _m, a: seen.setdefault("z", a[0].detach()))
+    h2 = hf.get_submodule(sites.final_norm).register_forward_pre_hook(lambda _m, a: seen.setdefault("x", a[0].detach()))
+    with torch.no_grad():
+        hf(input_ids=torch.tensor([prep.ids]))
+    h1.remove()
+    h2.remove()
+    x = seen["x"][0, -1]
+    norm = hf.get_submodule(sites.final_norm)
+    scale = 1 / math.sqrt(float(x.pow(2).mean()) + norm.variance_epsilon)
+    w_u = hf.get_output_embeddings().weight
+    u = (w_u[prep.target] - w_u[att.other]) * norm.weight * scale
+    contrib = head_contributions(seen["z"][0, -1], o_proj.weight, sites.n_heads)  # [H, D]
+    for h in range(sites.n_heads):
+        assert d[f"L2.H{h}"] == pytest.approx(float(contrib[h] @ u), abs=1e-4)
+
+
+def test_remote_local_gives_the_same_scores(setup):
+    lm, sae = setup
+    prep = prepare(lm, _episode())
+    cf_ids, cf_ivs, _ = counterfactual(prep, "detectors_ablated", sae_layer=LAYER)
+    args = {"metric": restart_metric(prep, lm.tokenizer), "sae": sae}
+    local, _ = attribution_patching(lm, prep, cf_ids, cf_ivs, **args)
+    remote, _ = attribution_patching(lm, prep, cf_ids, cf_ivs, remote="local", **args)
+    assert local.atp.keys() == remote.atp.keys()
+    for k, v in local.atp.items():
+        assert remote.atp[k] == pytest.approx(v, abs=1e-5)
+    assert remote.dla["total"] == pytest.approx(local.dla["total"], abs=1e-5)
+
+
+def test_integrated_gradients_complete_along_the_path(setup):
+    lm, sae = setup
+    node = SaeNode.of(sae, LAYER)
+    prep = prepare(lm, _episode())
+    cf_ids, cf_ivs, _ = counterfactual(prep, "steering_off")
+    _, state = attribution_patching(lm, prep, cf_ids, cf_ivs, metric=restart_metric(prep, lm.tokenizer), sae=sae)
+    ig = integrated_gradients(lm, prep, state, ["2:mlp_out", f"{LAYER}:block_out"], steps=32, sae=sae, node=node,
+                              top_latents=None)
+    effects = activation_patching(lm, prep, state, [["L2.mlp"], [f"L{LAYER}.block"]], sae=sae)
+    # completeness: IG of a whole site = the effect of patching it (midpoint rule, 32 steps)
+    assert ig["L2.mlp"] == pytest.approx(effects[0], rel=0.02, abs=1e-3)
+    assert ig[f"L{LAYER}.block"] == pytest.approx(effects[1], rel=0.02, abs=1e-3)
+    parts = sum(v for k, v in ig.items() if k.startswith("latent:") or k == "sae_error")
+    assert parts == pytest.approx(ig[f"L{LAYER}.block"], rel=1e-3, abs=1e-4)
+
+
+def test_detector_metric_gradients_stop_at_the_read_layer(setup):
+    from esr_analysis.mechanisms.attribution.inputs import detector_metric
+
+    lm, sae = setup
+    prep = prepare(lm, _episode())
+    m = detector_metric(prep, sae, LAYER, [5, 7], window=4)
+    cf_ids, cf_ivs, _ = counterfactual(prep, "steering_off")
+    att, _ = attribution_patching(lm, prep, cf_ids, cf_ivs, metric=m, sae=sae)
+    assert not att.dla and "L2.mlp" not in att.atp and "L0.H0" in att.atp
+    # the metric independently: pre-activations of the detectors on the steered residual
+    hf = hf_module(lm)
+    _, v, _ = _hook_run(hf, prep.ids, STRENGTH * sae.W_dec[LAT].detach(), {"target": 0, "other": 1}, grads=False)
+    x = v[f"{LAYER}:block_out"][0, -4:]
+    pre = (x - sae.b_dec) @ sae.W_enc[:, [5, 7]] + sae.b_enc[[5, 7]]
+    assert att.metric_clean == pytest.approx(float(pre.sum()), abs=1e-4)
+
+
+def test_loader_and_counterfactual_records(tmp_path, setup):
+    lm, _ = setup
+    rows = [_episode().__dict__ | {"extra": None}, {"prompt": "p", "response": "ab. Wait, no. cd", "correction_char": 4}]
+    rows = [{k: v for k, v in r.items() if k != "extra"} for r in rows]
+    (tmp_path / "e.json").write_text(json.dumps(rows))
+    (tmp_path / "e.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    a, b = load_episodes(tmp_path / "e.json"), load_episodes(tmp_path / "e.jsonl")
+    assert [e.id for e in a] == [e.id for e in b] == ["e0", "1"]
+    prep = prepare(lm, a[1])
+    assert lm.tokenizer.decode([prep.target]).strip().startswith("W")
+    with pytest.raises(ConfigError, match="offtopic_char"):
+        counterfactual(prep, "ontopic_span", tok=lm.tokenizer)
+    with pytest.raises(ConfigError, match="detector"):
+        counterfactual(prep, "detectors_ablated", sae_layer=1)
+    with pytest.raises(ConfigError):
+        Episode.from_dict({"prompt": "p", "response": "abc", "correction_char": 0})
+
+
+def test_study_script_writes_the_summary(tmp_path):
+    """scripts/attribution_study.py --tiny: the issue's keys, intervals that bracket their means, the command, and
+    a resumed run that recomputes nothing."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("attribution_study", root / "scripts" / "attribution_study.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = []
+    for i, prompt in enumerate(("Why is the sky blue?", "How does rain form?", "What is a cloud?")):
+        ep = _episode(id=f"e{i}", prompt=prompt)
+        rows.append({k: v for k, v in ep.__dict__.items() if k != "extra"})
+    eps = tmp_path / "eps.json"
+    eps.write_text(json.dumps(rows))
+    out = tmp_path / "attribution_tiny.json"
+    res = mod.main([str(eps), "--tiny", "--top-k", "6", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["n_episodes"] == 3 and set(res) <= set(saved)
+    for key in ("top10_patch_effect", "random10_patch_effect"):
+        mean, lo, hi = saved[key]
+        assert lo <= mean <= hi
+    assert -1 <= saved["atp_vs_patching_spearman"] <= 1
+    assert saved["top_components"] and all("atp" in c for c in saved["top_components"])
+    assert "--tiny" in saved["command"] and saved["choices"]["counterfactuals"][0] == "steering_off"
+    records = out.with_suffix(".records.jsonl").read_text().splitlines()
+    assert len(records) == 3
+    mod.main([str(eps), "--tiny", "--top-k", "6", "--out", str(out)])
+    assert out.with_suffix(".records.jsonl").read_text().splitlines() == records
