@@ -29,7 +29,12 @@ def main() -> None:
 
     import torch
 
-    from esr_analysis.mechanisms.attribution.inputs import Episode, counterfactual, prepare, restart_metric
+    from esr_analysis.mechanisms.attribution.inputs import (
+        RecoveryPoint,
+        counterfactual,
+        prepare,
+        restart_metric,
+    )
     from esr_analysis.mechanisms.attribution.methods import (
         activation_patching,
         attribution_patching,
@@ -48,7 +53,7 @@ def main() -> None:
         from esr_analysis import load_model, load_sae
 
         lm, sae, layer, latent = load_model(), load_sae("shipped:qwen2.5-coder-0.5b-instruct-l12"), 12, 551
-    ep = Episode(prompt="Explain how to bake bread.", response=RESPONSE, correction_char=RESPONSE.index("Wait"),
+    ep = RecoveryPoint(prompt="Explain how to bake bread.", response=RESPONSE, correction_char=RESPONSE.index("Wait"),
                  interventions=[{"kind": "add_latent", "latent": latent, "strength": 0.6, "layer": layer,
                                  "unit": "relative"}], id="bench")
     prep = prepare(lm, ep)

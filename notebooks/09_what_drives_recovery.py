@@ -23,7 +23,7 @@ REMOTE = False  # True: every trace on NDIF (a model from load_remote_model)
 # ## Model, SAE and episodes
 
 # %%
-from esr_analysis.mechanisms.attribution.inputs import Episode, load_episodes
+from esr_analysis.mechanisms.attribution.inputs import RecoveryPoint, load_episodes
 
 if SMALL:
     from esr_analysis.models.tiny import TINY_HIDDEN, load_tiny
@@ -32,7 +32,7 @@ if SMALL:
     lm, sae, READ_LAYER, labels = load_tiny("llama", n_layers=3), random_sae(TINY_HIDDEN, 96, 3), 1, None
     text = ("The sky is blue because of light. Cats like fish a lot. Wait, that is not right. Light scatters in the "
             "air and the blue light wins over the red light by far.")
-    episodes = [Episode(prompt=p, response=text, correction_char=text.index("Wait"),
+    episodes = [RecoveryPoint(prompt=p, response=text, correction_char=text.index("Wait"),
                         offtopic_char=text.index("Cats"), ontopic_char=text.index("Light scatters"),
                         interventions=[{"kind": "add_latent", "latent": 3, "strength": 4.0, "layer": 1,
                                         "unit": "sae"}], detectors=[5, 7], id=str(i))

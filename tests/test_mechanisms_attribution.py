@@ -11,7 +11,7 @@ import torch
 
 from esr_analysis.errors import ConfigError
 from esr_analysis.mechanisms.attribution.inputs import (
-    Episode,
+    RecoveryPoint,
     counterfactual,
     load_episodes,
     model_inputs,
@@ -34,12 +34,12 @@ RESP = "The sky is blue because of light. Cats like fish a lot. Wait, that is no
 LAT, STRENGTH, LAYER = 3, 4.0, 1
 
 
-def _episode(**kw) -> Episode:
+def _episode(**kw) -> RecoveryPoint:
     base = {"prompt": "Why is the sky blue?", "response": RESP, "correction_char": RESP.index("Wait"),
             "offtopic_char": RESP.index("Cats"), "ontopic_char": RESP.index("Light scatters"),
             "interventions": [{"kind": "add_latent", "latent": LAT, "strength": STRENGTH, "layer": LAYER,
                                "unit": "sae"}], "detectors": [5, 7], "id": "e0"}
-    return Episode.from_dict({**base, **kw})
+    return RecoveryPoint.from_dict({**base, **kw})
 
 
 @pytest.fixture
@@ -283,7 +283,7 @@ def test_loader_and_counterfactual_records(tmp_path, setup):
     with pytest.raises(ConfigError, match="detector"):
         counterfactual(prep, "detectors_ablated", sae_layer=1)
     with pytest.raises(ConfigError):
-        Episode.from_dict({"prompt": "p", "response": "abc", "correction_char": 0})
+        RecoveryPoint.from_dict({"prompt": "p", "response": "abc", "correction_char": 0})
 
 
 def test_study_script_writes_the_summary(tmp_path):

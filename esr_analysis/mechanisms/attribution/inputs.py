@@ -1,6 +1,7 @@
 """Episodes for attribution: a minimal loader, the tokens up to the correction, the restart metric, counterfactuals.
 
-An **episode** (:class:`Episode`) is one steered response that recovers: ``prompt``, ``response``,
+An **episode** here (:class:`RecoveryPoint`, a recovery annotated at its correction; the trial-level record
+is :class:`esr_analysis.mechanisms.episodes.Episode`) is one steered response that recovers: ``prompt``, ``response``,
 ``correction_char`` (the character offset in ``response`` where the restart language begins, e.g. "Wait"),
 the ``interventions`` the response was generated with (plain dicts with a ``kind``, as stored in trials:
 :mod:`esr_analysis.steering.interventions`), and optionally ``offtopic_char`` (where the off-topic span begins),
@@ -49,7 +50,7 @@ _FIELDS = ("prompt", "response", "correction_char", "interventions", "offtopic_c
 
 
 @dataclass
-class Episode:
+class RecoveryPoint:
     """One recovering response (see the module docstring)."""
 
     prompt: str
@@ -71,7 +72,7 @@ class Episode:
             raise ConfigError(f"episode {self.id!r}: offtopic_char must lie before correction_char")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], index: int = 0) -> Episode:
+    def from_dict(cls, d: dict[str, Any], index: int = 0) -> RecoveryPoint:
         """An episode from a plain dict (unknown keys go to ``extra``; ``id`` defaults to the index)."""
         missing = [k for k in ("prompt", "response", "correction_char") if k not in d]
         if missing:
@@ -89,7 +90,7 @@ class Episode:
         return list(TypeAdapter(list[Intervention]).validate_python(self.interventions))
 
 
-def load_episodes(path: str | Path) -> list[Episode]:
+def load_episodes(path: str | Path) -> list[RecoveryPoint]:
     """Episodes from a JSON list (or ``{"episodes": [...]}``) or a JSONL file (one object per line)."""
     text = Path(path).read_text(encoding="utf-8")
     stripped = text.lstrip()
@@ -98,7 +99,7 @@ def load_episodes(path: str | Path) -> list[Episode]:
         items = data["episodes"] if isinstance(data, dict) else data
     else:
         items = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [Episode.from_dict(d, i) for i, d in enumerate(items)]
+    return [RecoveryPoint.from_dict(d, i) for i, d in enumerate(items)]
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Prepared:
     the first response token), ``target`` (the restart token ``r``), ``response_ids`` (all response tokens) and
     ``offsets`` (each response token's ``(start, end)`` characters)."""
 
-    episode: Episode
+    episode: RecoveryPoint
     ids: list[int]
     start: int
     target: int
@@ -132,7 +133,7 @@ def _response_tokens(tok: Any, text: str) -> tuple[list[int], list[tuple[int, in
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 
-def prepare(lm: Any, episode: Episode, *, chat: bool = True) -> Prepared:
+def prepare(lm: Any, episode: RecoveryPoint, *, chat: bool = True) -> Prepared:
     """Tokenise ``episode`` (chat template as in generation, :func:`esr_analysis.models.chat.format_chat`) and cut
     it before the correction token."""
     from esr_analysis.models.chat import format_chat

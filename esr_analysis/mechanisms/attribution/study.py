@@ -21,7 +21,7 @@ from typing import Any
 
 from esr_analysis.errors import ConfigError
 from esr_analysis.mechanisms.attribution.inputs import (
-    Episode,
+    RecoveryPoint,
     counterfactual,
     detector_metric,
     prepare,
@@ -58,7 +58,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(rho) if rho == rho else math.nan
 
 
-def study_episode(lm: Any, episode: Episode, *, sae: Any = None, read_layer: int | None = None,
+def study_episode(lm: Any, episode: RecoveryPoint, *, sae: Any = None, read_layer: int | None = None,
                   counterfactuals: Sequence[str] = ("steering_off",), metric: str = "restart", top_k: int = 30,
                   n_heads_check: int = 10, ig_steps: int = 0, chat: bool = True, seed: int = 0,
                   batch_size: int = 16, remote: bool | str = False) -> dict[str, Any]:
