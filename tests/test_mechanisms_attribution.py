@@ -317,3 +317,27 @@ def test_study_script_writes_the_summary(tmp_path):
     assert len(records) == 3
     mod.main([str(eps), "--tiny", "--top-k", "6", "--out", str(out)])
     assert out.with_suffix(".records.jsonl").read_text().splitlines() == records
+
+
+def test_recovery_points_from_trial_episodes_round_trip_and_count_unclear(tmp_path):
+    from esr_analysis.mechanisms.attribution.inputs import load_episodes, recovery_points, write_recovery_points
+    from esr_analysis.mechanisms.boundaries import Boundaries
+    from esr_analysis.mechanisms.episodes import Episode
+
+    text = "Stars burn hydrogen. Wait, that's not right. Knead the dough for ten minutes."
+    c = text.index("Wait")
+    eps = [Episode(episode_id=f"e{i}", kind="recovery", prompt="How do I bake bread?", response=text, model="m",
+                   seed=i, interventions=[{"kind": "add_latent", "latent": 3, "strength": 2.0, "layer": 1}],
+                   latent=3, scores=[10.0, 90.0]) for i in range(2)]
+    bounds = [Boundaries(off_topic=0, correction=c, on_topic=text.index("Knead"), source="offline"),
+              Boundaries(off_topic=-1, correction=-1, on_topic=-1, source="offline")]
+    points, dropped = recovery_points(eps, bounds, detectors=[5, 7])
+    assert dropped == {"correction_unclear": 1} and len(points) == 1
+    p = points[0]
+    assert (p.correction_char, p.offtopic_char, p.ontopic_char, p.detectors, p.id) == (
+        c, 0, text.index("Knead"), [5, 7], "e0")
+    back = load_episodes(write_recovery_points(tmp_path / "r.jsonl", points))
+    assert [(b.prompt, b.response, b.correction_char, b.interventions, b.extra["latent"]) for b in back] == [
+        (p.prompt, p.response, c, p.interventions, 3)]
+    with pytest.raises(ValueError, match="boundaries"):
+        recovery_points(eps, bounds[:1])

@@ -96,7 +96,10 @@ def load_episodes(path: str | Path) -> list[RecoveryPoint]:
     stripped = text.lstrip()
     if stripped.startswith("[") or stripped.startswith("{") and "\n{" not in stripped.strip():
         data = json.loads(text)
-        items = data["episodes"] if isinstance(data, dict) else data
+        if isinstance(data, dict):  # {"episodes": [...]}, or a one-line JSONL file holding one episode
+            items = data["episodes"] if "episodes" in data else [data]
+        else:
+            items = data
     else:
         items = [json.loads(line) for line in text.splitlines() if line.strip()]
     return [RecoveryPoint.from_dict(d, i) for i, d in enumerate(items)]
@@ -237,3 +240,42 @@ def model_inputs(lm: Any, ids: Sequence[int], start: int, interventions: list[An
     mask = torch.ones_like(input_ids)
     masks = scope_masks(mask, torch.full((rows, 1), start))
     return input_ids, mask, plans, masks
+
+
+def recovery_points(recoveries: Sequence[Any], boundaries: Sequence[Any],
+                    detectors: Sequence[int] | None = None) -> tuple[list[RecoveryPoint], dict[str, int]]:
+    """Attribution inputs from trial-level recoveries (:class:`esr_analysis.mechanisms.episodes.Episode`) and
+    their boundaries (:class:`esr_analysis.mechanisms.boundaries.Boundaries`, same order): ``correction_char``
+    = the correction start, ``offtopic_char``/``ontopic_char`` = the off-topic and on-topic starts. A recovery
+    whose correction is unclear (``-1``) or at the very start is left out; the second value counts the
+    exclusions by reason."""
+    if len(recoveries) != len(boundaries):
+        raise ValueError(f"{len(recoveries)} recoveries but {len(boundaries)} boundaries")
+    out: list[RecoveryPoint] = []
+    dropped: dict[str, int] = {}
+    for ep, b in zip(recoveries, boundaries, strict=True):
+        if b.correction <= 0 or b.correction >= len(ep.response):
+            dropped["correction_unclear"] = dropped.get("correction_unclear", 0) + 1
+            continue
+        off = b.off_topic if 0 <= b.off_topic < b.correction else None
+        on = b.on_topic if b.on_topic > b.correction else None
+        out.append(RecoveryPoint(prompt=ep.prompt, response=ep.response, correction_char=b.correction,
+                                 interventions=list(ep.interventions), offtopic_char=off, ontopic_char=on,
+                                 detectors=list(detectors) if detectors else None, id=ep.episode_id,
+                                 extra={"latent": ep.latent, "scores": list(ep.scores), "run": ep.run,
+                                        "seed": ep.seed, "boundary_source": b.source}))
+    return out, dropped
+
+
+def write_recovery_points(path: str | Path, points: Sequence[RecoveryPoint]) -> Path:
+    """``points`` as JSONL that :func:`load_episodes` reads back (atomic write)."""
+    from dataclasses import asdict
+
+    from esr_analysis.files import atomic_write_text
+
+    rows = []
+    for p in points:
+        d = asdict(p)
+        extra = d.pop("extra")
+        rows.append(json.dumps({**d, **extra}, ensure_ascii=False))
+    return atomic_write_text(Path(path), "".join(r + "\n" for r in rows))
