@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=80)
     ap.add_argument("--judge", default="offline")
     ap.add_argument("--exclude-latents", default=None,
-                    help="comma list of training latents, when the adapter is not built yet (else from organism.json)")
+                    help="comma list of the training latents to exclude (default: from organism.json, else the build report)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default=None, help="comma list of conditions to run (default: all)")
     ap.add_argument("--runs", type=Path, default=Path("runs") / "organism-eval")
@@ -102,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         latents = json.loads(sel_path.read_text())["latents"][: args.n_latents]
     else:
         work_report = Path("runs") / "organism" / org_name / "build_report.json"
-        try:
-            meta = read_organism(org_name)
-            trained_latents = set(meta["data"]["build_settings"]["latents"])
-        except FileNotFoundError:  # the adapter is still training: its data build (or the user) names the latents
-            if args.exclude_latents:
-                trained_latents = {int(x) for x in args.exclude_latents.split(",")}
-            else:
+        if args.exclude_latents:  # the adapter may still be training (or be an older build): the user names them
+            trained_latents = {int(x) for x in args.exclude_latents.split(",")}
+        else:
+            try:
+                meta = read_organism(org_name)
+                trained_latents = set(meta["data"]["build_settings"]["latents"])
+            except FileNotFoundError:  # the adapter is still training: its data build names the latents
                 trained_latents = set(json.loads(work_report.read_text())["build_settings"]["latents"])
         lm = load_model(base)
         sae = load_sae(base.sae_source)
