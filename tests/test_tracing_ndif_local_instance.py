@@ -85,3 +85,36 @@ def test_the_actor_class_named_to_the_server_is_a_ray_actor_class():
     env = inst._env()
     assert env["NDIF_MODEL_IMPORT_PATH"] == ACTOR_IMPORT_PATH
     assert env["PYTHONPATH"] == str(SERVER_DIR)
+
+
+STOP_AT_EXIT = """
+import sys
+from pathlib import Path
+from esr_analysis.tracing.ndif_local.instance import LocalNdif
+inst = LocalNdif(run_dir=Path(sys.argv[1]), models={})
+inst.alive = lambda: [1]
+inst.stop = lambda: print("STOPPED", flush=True)
+inst._arm_stop_at_exit()
+if sys.argv[2] == "detach":
+    inst.detach()
+print("EXITING", flush=True)
+"""
+
+
+def test_a_started_stack_is_stopped_at_exit_unless_detached(tmp_path):
+    """The pytest fixture's stack ends with its process; ``ndif-up`` detaches, so its stack stays up after the
+    command returns (it used to be stopped by the exit handler as soon as ``up`` printed its address)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import esr_analysis
+
+    root = str(Path(esr_analysis.__file__).resolve().parents[1])
+
+    def run(mode):
+        return subprocess.run([sys.executable, "-c", STOP_AT_EXIT, str(tmp_path), mode], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": root}).stdout.split()
+
+    assert run("keep") == ["EXITING", "STOPPED"]
+    assert run("detach") == ["EXITING"]

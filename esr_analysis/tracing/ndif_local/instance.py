@@ -214,7 +214,7 @@ class LocalNdif:
                 port = free_port()
             self.ports[name] = port
         self.save_state()
-        atexit.register(self._stop_at_exit)  # an interrupted run still ends what it started
+        self._arm_stop_at_exit()  # an interrupted run still ends what it started
         for attempt in range(1, attempts + 1):  # on a loaded machine Ray's node can miss its start-up windows
             try:
                 self._start_services(py)
@@ -228,6 +228,14 @@ class LocalNdif:
                 self.stop()
                 raise
         return self
+
+    def _arm_stop_at_exit(self) -> None:
+        atexit.register(self._stop_at_exit)
+
+    def detach(self) -> None:
+        """Let a started stack outlive this process (``ndif-up``): it is no longer stopped at exit, only by
+        :meth:`stop` (``ndif-down``, from the state file)."""
+        atexit.unregister(self._stop_at_exit)
 
     def _stop_at_exit(self) -> None:
         if self.alive():
