@@ -62,6 +62,21 @@ def embedded_qwen():
 
 
 @pytest.fixture(scope="session")
+def ndif_server_python():
+    """The NDIF server environment's interpreter (Python 3.12, ``ndif`` 0.1.2), for checks that need its
+    packages but no running stack. Without it the test is skipped, or fails with ``ESR_REQUIRE_NDIF=1``."""
+    from esr_analysis.tracing.ndif_local import venv_ready
+    from esr_analysis.tracing.ndif_local.env import venv_python
+
+    if not venv_ready():
+        reason = "the NDIF server environment is not built (run `make ndif-venv`)"
+        if os.environ.get("ESR_REQUIRE_NDIF", "") == "1":
+            pytest.fail(f"ESR_REQUIRE_NDIF=1 but {reason}")
+        pytest.skip(reason)
+    return str(venv_python())
+
+
+@pytest.fixture(scope="session")
 def local_ndif(tmp_path_factory):
     """A real NDIF server (ndif 0.1.2) on loopback serving the tiny Llama and the embedded model, started once
     for the ``ndif`` tests and stopped after them (a stop that leaves a process or a port fails the run).

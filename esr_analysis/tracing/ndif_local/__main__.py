@@ -39,6 +39,7 @@ def ndif_local_main(argv: list[str] | None = None) -> int:
             if current is not None:
                 current.stop()
             inst = LocalNdif(run_dir, served_models(embedded=not args.no_embedded)).start()
+            inst.detach()  # the stack stays up after this command; `down` stops it
             print(f"local NDIF up at {inst.url} serving {', '.join(inst.models)}; logs in {inst.logs}")
             print(f"export NDIF_HOST={inst.url}")
         elif args.command == "down":

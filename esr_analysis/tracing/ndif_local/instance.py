@@ -34,6 +34,9 @@ from esr_analysis.paths import cache_dir
 from esr_analysis.tracing.ndif_local.env import NdifUnavailable, build_venv, why_unavailable
 
 RUN_ID_VAR = "ESR_NDIF_RUN_ID"
+ACTOR_IMPORT_PATH = "esr_ndif_server.CpuModelActor"
+"""``NDIF_MODEL_IMPORT_PATH`` of the local server: the Ray actor class (``ray.remote``) of the CPU model actor in
+``server/esr_ndif_server.py``; ndif's controller calls ``.options(...)`` on it to create each replica."""
 SERVER_DIR = Path(__file__).resolve().parent / "server"
 PORT_NAMES = ("redis", "store", "gcs", "client", "dashboard", "api", "object_manager", "node_manager",
               "metrics", "agent_grpc", "agent_http", "runtime_env_agent")
@@ -93,6 +96,11 @@ class LocalNdif:
     def logs(self) -> Path:
         return self.run_dir / "logs"
 
+    @property
+    def ray_temp(self) -> Path:
+        """Ray's temp folder (sessions, sockets, logs); short, as Ray's socket paths must stay < 108 bytes."""
+        return Path("/tmp") / f"esr-ndif-{self.run_id}"
+
     # -- state ----------------------------------------------------------------------------------------
     def save_state(self) -> None:
         data = asdict(self)
@@ -126,7 +134,7 @@ class LocalNdif:
             "NDIF_RAY_DASHBOARD_PORT": str(p["dashboard"]),
             "NDIF_API_URL": self.url,
             "NDIF_API_PORT": str(p["api"]),
-            "NDIF_MODEL_IMPORT_PATH": "esr_ndif_server.CpuModelActor",
+            "NDIF_MODEL_IMPORT_PATH": ACTOR_IMPORT_PATH,
             "NDIF_DEFAULT_DTYPE": "float32",
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -166,7 +174,7 @@ class LocalNdif:
     def _raylet_aborted(self) -> bool:
         """Whether this instance's raylet died on a failed check (it then never registers)."""
         return any("Check failed" in f.read_text(errors="replace")
-                   for f in (Path("/tmp") / f"esr-ndif-{self.run_id}").glob("session_*/logs/raylet.out"))
+                   for f in self.ray_temp.glob("session_*/logs/raylet.out"))
 
     def _wait_log(self, name: str, line: str, proc: subprocess.Popen, timeout: float) -> None:
         t0, path = time.monotonic(), self.logs / f"{name}.log"
@@ -206,7 +214,7 @@ class LocalNdif:
                 port = free_port()
             self.ports[name] = port
         self.save_state()
-        atexit.register(self._stop_at_exit)  # an interrupted run still ends what it started
+        self._arm_stop_at_exit()  # an interrupted run still ends what it started
         for attempt in range(1, attempts + 1):  # on a loaded machine Ray's node can miss its start-up windows
             try:
                 self._start_services(py)
@@ -220,6 +228,14 @@ class LocalNdif:
                 self.stop()
                 raise
         return self
+
+    def _arm_stop_at_exit(self) -> None:
+        atexit.register(self._stop_at_exit)
+
+    def detach(self) -> None:
+        """Let a started stack outlive this process (``ndif-up``): it is no longer stopped at exit, only by
+        :meth:`stop` (``ndif-down``, from the state file)."""
+        atexit.unregister(self._stop_at_exit)
 
     def _stop_at_exit(self) -> None:
         if self.alive():
@@ -235,7 +251,7 @@ class LocalNdif:
         self._wait_port("store", p["store"], store, 60)
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         resources = json.dumps({"head": 10, "cuda_memory_bytes": 32 * 2**30, "cpu_memory_bytes": total})
-        temp = Path("/tmp") / f"esr-ndif-{self.run_id}"  # short: Ray's socket paths must stay < 108 bytes
+        temp = self.ray_temp
         ray = self._spawn("ray", [
             py, str(SERVER_DIR / "esr_ndif_server.py"), "ray-start", "--head", "--block", "--node-ip-address=127.0.0.1",
             f"--port={p['gcs']}", f"--ray-client-server-port={p['client']}", "--num-gpus=1", "--num-cpus=4",
@@ -264,7 +280,8 @@ class LocalNdif:
                                         "600"], env)
         if deploy.wait(timeout=660) != 0:
             raise RuntimeError(f"local NDIF: deploying the models failed:\n{self.tail('deploy')}\n"
-                               f"--- ray ---\n{self.tail('ray')}")
+                               f"--- errors in Ray's worker logs (the controller's and the model actors') ---\n"
+                               f"{ray_log_errors(self.ray_temp)}")
         self._wait_ping(60)
 
     def _wait_ping(self, timeout: float) -> None:
@@ -310,7 +327,8 @@ class LocalNdif:
         for pid in self.pids.values():  # reap our direct children
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-        shutil.rmtree(Path("/tmp") / f"esr-ndif-{self.run_id}", ignore_errors=True)
+        keep_ray_logs(self.ray_temp, self.logs / "ray")
+        shutil.rmtree(self.ray_temp, ignore_errors=True)
         left, ports = self.alive(), self.open_ports()
         state = self.run_dir / "state.json"
         if state.exists():
@@ -326,6 +344,48 @@ def _start_time(pid: int) -> int | None:
     except OSError:
         return None
     return None if fields[0] == "Z" else int(fields[19])
+
+
+RAY_ERROR_MARKS = ("Error creating actor", "Failed to get actor handle", "Traceback (most recent call last)",
+                   " ERROR ")
+"""Lines of Ray's worker logs worth showing when a deploy fails: ndif's controller logs a failed replica
+creation ("Error creating actor ...") there and carries on, so it is the only place the cause appears."""
+
+
+def _ray_sessions(ray_temp: Path) -> list[Path]:
+    """The session folders under Ray's temp folder (``session_latest`` is a link to one of them)."""
+    return sorted(p for p in ray_temp.glob("session_*") if p.is_dir() and not p.is_symlink())
+
+
+def ray_log_errors(ray_temp: Path, limit: int = 80, after: int = 12) -> str:
+    """Error lines (:data:`RAY_ERROR_MARKS`), each with the ``after`` lines that follow it, from the worker
+    logs (``worker-*.out/.err``) of the Ray sessions under ``ray_temp``; at most ``limit`` lines in all."""
+    out: list[str] = []
+    for path in (p for s in _ray_sessions(ray_temp) for p in sorted((s / "logs").glob("worker-*"))):
+        lines = path.read_text(errors="replace").splitlines()
+        i = 0
+        while i < len(lines) and len(out) < limit:
+            if any(mark in lines[i] for mark in RAY_ERROR_MARKS):
+                out += [f"[{path.name}]", *lines[i:i + 1 + after]]
+                i += 1 + after
+            else:
+                i += 1
+    return "\n".join(out[:limit]) if out else "(none found)"
+
+
+def keep_ray_logs(ray_temp: Path, dest: Path, max_bytes: int = 5 * 2**20) -> None:
+    """Copy the text logs (``*.log``, ``*.out``, ``*.err`` up to ``max_bytes`` each) of the Ray sessions under
+    ``ray_temp`` to ``dest/<session>/`` before the temp folder is removed, so a failed run can be read."""
+    for session in _ray_sessions(ray_temp):
+        for path in (session / "logs").rglob("*"):
+            if path.is_symlink() or not path.is_file() or path.suffix not in {".log", ".out", ".err"}:
+                continue
+            if path.stat().st_size > max_bytes:
+                continue
+            target = dest / session.name / path.relative_to(session / "logs")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                shutil.copyfile(path, target)
 
 
 def model_key(folder: str) -> str:

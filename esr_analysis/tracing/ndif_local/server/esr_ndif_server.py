@@ -4,27 +4,43 @@ actor and the deploy step of a local NDIF started by :mod:`esr_analysis.tracing.
 Only this folder is on the server's ``PYTHONPATH``, so the server cannot import ``esr_analysis``: whatever a
 trace needs from the toolkit must travel with the request (:mod:`esr_analysis.tracing.kernels`).
 
-* :class:`CpuModelActor`: ndif 0.1.2's model actor loads onto GPUs and calls CUDA (``set_device``,
+* :class:`CpuModelDeployment`: ndif 0.1.2's model actor loads onto GPUs and calls CUDA (``set_device``,
   ``synchronize``); this subclass loads the model on the CPU and skips the CUDA calls. Not cacheable (there
   is no GPU to park it from).
+* :data:`CpuModelActor`: the same class made a Ray actor class (``ray.remote``), which is what
+  ``NDIF_MODEL_IMPORT_PATH`` must name. ndif's controller creates a replica with
+  ``actor_class.options(...).remote(...)`` and *swallows* any exception there (it only logs "Error creating
+  actor" in its own Ray worker log): a plain subclass of ``BaseModelDeployment`` has no ``options``, so no
+  replica is ever created while the deploy step waits forever for it. :func:`check_actor_class` refuses
+  such a class before deploying.
 * ``python esr_ndif_server.py ray-start ARGS``: ``ray start`` with a patient node start-up (see
   :func:`ray_start`).
 * ``python esr_ndif_server.py deploy SPECS_JSON TIMEOUT_S``: pre-deploys the models (ndif 0.1.2 with nnsight
-  0.8.1 cannot auto-deploy on the first request) and waits until every model actor is running.
+  0.8.1 cannot auto-deploy on the first request) and waits until every model actor is running; it fails as
+  soon as a replica is known to be dead, or when ndif's deploy (which itself waits without a deadline) raises.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
 import json
+import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 
+import ray
 from ndif.services.ray.deployments.modeling.base import BaseModelDeployment
 
+ACTOR_IMPORT_PATH_VAR = "NDIF_MODEL_IMPORT_PATH"
 
-class CpuModelActor(BaseModelDeployment):
-    """A model actor that loads and runs its model on the CPU."""
+
+class CpuModelDeployment(BaseModelDeployment):
+    """A model actor's behaviour for the CPU: loads the model with ``device_map="cpu"`` in the requested dtype
+    (``self.dtype_name``, from the deploy spec's ``dtype``), no gradients, no CUDA calls. A plain class: Ray
+    runs it as :data:`CpuModelActor`."""
 
     CACHEABLE = False
 
@@ -44,6 +60,28 @@ class CpuModelActor(BaseModelDeployment):
         gc.collect()
 
 
+CpuModelActor = ray.remote(num_cpus=1, max_restarts=0)(CpuModelDeployment)
+"""The Ray actor class ``NDIF_MODEL_IMPORT_PATH`` names (``esr_ndif_server.CpuModelActor``). One CPU of the
+Ray node's nominal four per replica (as ndif's own ``ModelActor``); no restarts, so a replica that dies (say,
+out of memory) shows as dead at once instead of reloading in a loop."""
+
+
+def check_actor_class(import_path: str) -> None:
+    """Raise ``SystemExit`` unless ``import_path`` (``module.Class``) imports, the way ndif's controller
+    resolves it, to a Ray actor class (one with ``options``) that is not cacheable."""
+    module_path, _, class_name = import_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_path), class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise SystemExit(f"{ACTOR_IMPORT_PATH_VAR}={import_path!r} does not import: {exc!r}") from exc
+    if not callable(getattr(cls, "options", None)):
+        raise SystemExit(f"{ACTOR_IMPORT_PATH_VAR}={import_path!r} is not a Ray actor class (no .options; wrap "
+                         "it with ray.remote): ndif's controller would fail to create every replica and only "
+                         "log it, while the deploy waits forever")
+    if getattr(cls, "CACHEABLE", True):
+        raise SystemExit(f"{ACTOR_IMPORT_PATH_VAR}={import_path!r} is cacheable: evicting it would call CUDA")
+
+
 def _model_actor_states() -> dict[str, str]:
     from ndif.cli.lib.status import status
 
@@ -56,22 +94,47 @@ def _model_actor_states() -> dict[str, str]:
     return states
 
 
-def deploy_and_wait(specs: list[dict], timeout_s: float) -> None:
-    """Deploy ``specs`` (ndif deploy spec dicts) and wait until as many model actors are RUNNING."""
+def _ndif_deploy(specs: list[dict]) -> None:
     from ndif.cli.lib.deploy import deploy
 
-    deploy(specs, on_message=lambda line: print(line, flush=True))
+    out = deploy(specs, on_message=lambda line: print(line, flush=True))
+    bad = [d for d in out.get("deployments", []) if d.get("status") != "READY"]
+    if bad:
+        raise RuntimeError(f"ndif deploy: {[(d.get('model_key'), d.get('status'), d.get('error')) for d in bad]}")
+
+
+def deploy_and_wait(specs: list[dict], timeout_s: float, *,
+                    deploy: Callable[[list[dict]], None] = _ndif_deploy,
+                    states: Callable[[], dict[str, str]] = _model_actor_states,
+                    poll_s: float = 1.0) -> None:
+    """Deploy ``specs`` (ndif deploy spec dicts) and wait until ``deploy`` has returned and as many model
+    actors are RUNNING; ``SystemExit`` when ``deploy`` raises, a replica is dead (UNHEALTHY), or after
+    ``timeout_s``. ndif's deploy waits for readiness without a deadline, so it runs on a daemon thread."""
+    check_actor_class(os.environ.get(ACTOR_IMPORT_PATH_VAR, "esr_ndif_server.CpuModelActor"))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            deploy(specs)
+        except BaseException as exc:  # noqa: BLE001 - reported by the waiting thread
+            errors.append(exc)
+
+    now = states()  # connects to Ray on this thread before the deploy thread does
+    worker = threading.Thread(target=run, name="ndif-deploy", daemon=True)
     t0 = time.monotonic()
-    states: dict[str, str] = {}
+    worker.start()
     while time.monotonic() - t0 < timeout_s:
-        states = _model_actor_states()
-        if sum(s == "RUNNING" for s in states.values()) >= len(specs):
-            print(f"READY after {time.monotonic() - t0:.1f} s: {states}", flush=True)
+        done = not worker.is_alive()
+        if errors:
+            raise SystemExit(f"deploy failed after {time.monotonic() - t0:.0f} s: {errors[0]!r}")
+        now = states()
+        if any(s == "UNHEALTHY" for s in now.values()):
+            raise SystemExit(f"a model actor died after {time.monotonic() - t0:.0f} s: {now}")
+        if done and sum(s == "RUNNING" for s in now.values()) >= len(specs):
+            print(f"READY after {time.monotonic() - t0:.1f} s: {now}", flush=True)
             return
-        if any(s == "UNHEALTHY" for s in states.values()):
-            break
-        time.sleep(1.0)
-    raise SystemExit(f"model actors not running after {time.monotonic() - t0:.0f} s: {states}")
+        time.sleep(poll_s)
+    raise SystemExit(f"model actors not running after {time.monotonic() - t0:.0f} s: {now}")
 
 
 def ray_start(args: list[str], patience_s: float = 300.0) -> None:
