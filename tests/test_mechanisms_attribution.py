@@ -320,7 +320,11 @@ def test_study_script_writes_the_summary(tmp_path):
 
 
 def test_recovery_points_from_trial_episodes_round_trip_and_count_unclear(tmp_path):
-    from esr_analysis.mechanisms.attribution.inputs import load_episodes, recovery_points, write_recovery_points
+    from esr_analysis.mechanisms.attribution.inputs import (
+        load_episodes,
+        recovery_points,
+        write_recovery_points,
+    )
     from esr_analysis.mechanisms.boundaries import Boundaries
     from esr_analysis.mechanisms.episodes import Episode
 

@@ -96,10 +96,8 @@ def load_episodes(path: str | Path) -> list[RecoveryPoint]:
     stripped = text.lstrip()
     if stripped.startswith("[") or stripped.startswith("{") and "\n{" not in stripped.strip():
         data = json.loads(text)
-        if isinstance(data, dict):  # {"episodes": [...]}, or a one-line JSONL file holding one episode
-            items = data["episodes"] if "episodes" in data else [data]
-        else:
-            items = data
+        # {"episodes": [...]}, or a one-line JSONL file holding one episode
+        items = data.get("episodes", [data]) if isinstance(data, dict) else data
     else:
         items = [json.loads(line) for line in text.splitlines() if line.strip()]
     return [RecoveryPoint.from_dict(d, i) for i, d in enumerate(items)]
