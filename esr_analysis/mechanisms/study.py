@@ -57,13 +57,15 @@ def discover_to_file(model: Any, sae: Any, out: str | Path, *, model_name: str, 
                  batch_size=batch_size, chunk=chunk, latents_per_pass=latents_per_pass, remote=remote,
                  progress=progress)
     label = None
-    try:
-        from esr_analysis.sae.labels import labels_for
+    source = str(getattr(sae, "esr_source", "") or "")
+    if source and not source.startswith("random:"):
+        try:
+            from esr_analysis.sae.labels import labels_for
 
-        labels = labels_for(sae)
-        label = lambda i: labels.label(i) or f"latent {i}"  # noqa: E731
-    except (FileNotFoundError, ValueError, ImportError):
-        pass
+            labels = labels_for(sae)
+            label = lambda i: labels.label(i) or f"latent {i}"  # noqa: E731
+        except (OSError, ValueError, ImportError):
+            pass
     src = resolve_prompt_path(prompts)
     record = detector_record(d, rule, model_name=model_name, sae=sae, label=label, top_k=top_k,
                              min_off_fraction=min_off_fraction, command=command,
