@@ -166,6 +166,10 @@ def test_study_steps_end_to_end(run, tmp_path):
     assert on_disk["random_sets"] == 3 and on_disk["n_detectors"] == 3 and on_disk["command"] == "test"
     assert summ["baseline"]["n"] == 5 and summ["detector_ablation"]["n"] == 5 and summ["subset"] == {"n": 5, "seed": 3}
     assert len(read_trials(rd / "exp10" / "set-02")[0]) == 5
+    from esr_analysis.plotting import fig5_detectors
+
+    fig5_detectors(summ, tmp_path / "fig5.png")
+    assert (tmp_path / "fig5.png").stat().st_size > 10_000
 
 
 def test_cli_errors_exit_2_before_loading(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Notebooks 02-05 run top to bottom on their SMALL setting (embedded model, shipped SAE, offline judge, two
+"""Notebooks 02-05 and 07 run top to bottom on their SMALL setting (embedded model, shipped SAE, offline judge, two
 latents, short generations) on a copy in a temporary directory, and leave the committed notebooks untouched."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from nbrun import execute_notebook, snapshot
 
-NAMES = ["02_steered_generation", "03_esr_rates", "04_boost_sweep", "05_meta_prompting"]
+NAMES = ["02_steered_generation", "03_esr_rates", "04_boost_sweep", "05_meta_prompting", "07_off_topic_detectors"]
 
 
 @pytest.mark.slow

@@ -42,15 +42,20 @@ def discover_to_file(model: Any, sae: Any, out: str | Path, *, model_name: str, 
                      temperature: float = 0.6, rule: str = "zero_on_topic", top_k: int = 26,
                      min_off_fraction: float = 0.8, n_derangements: int = 3, seed: int = 0, batch_size: int = 8,
                      chunk: int = 2048, latents_per_pass: int | None = None, remote: bool | str = False,
-                     command: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run :func:`~esr_analysis.mechanisms.detectors.discover` and write the detector file and its profile."""
+                     fallback_rule: str | None = None, command: str | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """Run :func:`~esr_analysis.mechanisms.detectors.discover` and write the detector file and its profile.
+
+    With ``fallback_rule``, a ``rule`` that selects nothing is replaced by it (recorded as ``rule_fallback_from``).
+    """
     from esr_analysis.experiments.prompts import load_prompts, resolve_prompt_path
     from esr_analysis.mechanisms.detectors import RULES, detector_record, discover
     from esr_analysis.mechanisms.null import latent_profile
     from esr_analysis.steering.sampling import SamplingSettings
 
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    for r in (rule, fallback_rule or rule):
+        if r not in RULES:
+            raise ValueError(f"unknown rule {r!r}; choose one of {', '.join(RULES)}")
     plist = load_prompts(prompts)[:n_prompts] if n_prompts else load_prompts(prompts)
     settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens)
     d = discover(model, sae, plist, layer=layer, settings=settings, seed=seed, n_derangements=n_derangements,
@@ -70,6 +75,10 @@ def discover_to_file(model: Any, sae: Any, out: str | Path, *, model_name: str, 
     record = detector_record(d, rule, model_name=model_name, sae=sae, label=label, top_k=top_k,
                              min_off_fraction=min_off_fraction, command=command,
                              prompts_file=src.name if src.is_file() else str(prompts))
+    if not record["off_topic_detectors"] and fallback_rule and fallback_rule != rule:
+        record = detector_record(d, fallback_rule, model_name=model_name, sae=sae, label=label, top_k=top_k,
+                                 min_off_fraction=min_off_fraction, command=command, prompts_file=record["prompts_file"])
+        record["rule_fallback_from"] = rule
     out = Path(out)
     record["profile_file"] = profile_path(out).name
     atomic_write_json(out, record, indent=1)
