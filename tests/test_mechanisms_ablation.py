@@ -164,7 +164,8 @@ def test_study_steps_end_to_end(run, tmp_path):
     summ = study.summarize_step(rd, det_file, n_boot=100, command="test", out=out)
     on_disk = json.loads(out.read_text())
     assert on_disk["random_sets"] == 3 and on_disk["n_detectors"] == 3 and on_disk["command"] == "test"
-    assert summ["baseline"]["n"] == 5 and summ["detector_ablation"]["n"] == 5 and summ["subset"] == {"n": 5, "seed": 3}
+    assert summ["baseline"]["n"] == 5 and summ["detector_ablation"]["n"] == 5 and summ["subset"]["n"] == 5
+    assert summ["subset"]["seed"] == 3 and summ["subset"]["n_source_trials"] == 5
     assert len(read_trials(rd / "exp10" / "set-02")[0]) == 5
     from esr_analysis.plotting import fig5_detectors
 

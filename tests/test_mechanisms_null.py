@@ -161,6 +161,15 @@ def test_summary_schema_pairing_and_percentile():
     lo, hi = s["difference_ci"]
     assert lo <= d - b <= hi
     assert s["difference_vs_random"] == pytest.approx(d - sum(rates) / 6)
+    from esr_analysis.mechanisms.null import reading
+
+    assert "percentile" in reading(s)
+    ok = {**s, "difference_ci": [-0.2, -0.05], "detector_percentile": 2.0, "random_sets": 20}
+    assert "supports the paper" in reading(ok)
+    assert "not specific" in reading({**ok, "detector_percentile": 40.0})
+    assert "no resolved drop" in reading({**ok, "difference_ci": [-0.2, 0.05]})
+    zero = {**ok, "baseline": {**s["baseline"], "multi_attempt_rate": 0.0}}
+    assert "no test" in reading(zero)
     stray = [_trial(0, 0, [30], exp="exp10", source="not-a-baseline-trial")]
     with pytest.raises(ValueError, match="not among the baseline"):
         detector_summary(base, det, [stray], rule="r", n_boot=0)

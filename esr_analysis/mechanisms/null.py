@@ -224,3 +224,25 @@ def detector_summary(baseline: Sequence[Any], detector: Sequence[Any], random_se
         v, ci = paired_difference(mirror, "multi_attempt_rate", n_boot=n_boot, seed=seed, other=both)
         out["difference_vs_random"], out["difference_vs_random_ci"] = v, ci
     return out
+
+
+def reading(summary: dict[str, Any]) -> str:
+    """A plain statement of what the summary shows about the paper's claim (detector ablation lowers the
+    multi-attempt rate, and more than matched random ablation): rule = the paired interval of ablation - baseline
+    lies below 0 **and** the detector rate is at or below the 5th percentile of the random sets' rates."""
+    lo, hi = summary.get("difference_ci") or [math.nan, math.nan]
+    pct, n_sets = summary.get("detector_percentile", math.nan), summary.get("random_sets", 0)
+    base = summary["baseline"]["multi_attempt_rate"]
+    det = summary["detector_ablation"]["multi_attempt_rate"]
+    head = f"multi-attempt {100 * base:.1f}% -> {100 * det:.1f}% under detector ablation"
+    if base == 0:
+        return head + "; the baseline has no multi-attempt trial, so an ablation cannot lower it: no test of the claim"
+    if hi != hi:
+        return head + "; no interval (too few latents): no test of the claim"
+    lowers = hi < 0
+    beats_null = n_sets > 0 and pct == pct and pct <= 5
+    verdict = ("supports the paper: lower than baseline and than 95% of the matched random sets" if lowers and beats_null
+               else "lower than baseline but not below the matched random sets: not specific to the detectors"
+               if lowers else "no resolved drop against baseline (interval includes 0 or lies above it)")
+    return f"{head}; paired 95% interval [{100 * lo:.1f}, {100 * hi:.1f}] points; percentile {pct:.0f} of " \
+           f"{n_sets} random sets: {verdict}"

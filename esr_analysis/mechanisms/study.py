@@ -21,6 +21,10 @@ from typing import Any
 
 from esr_analysis.files import atomic_write_bytes, atomic_write_json
 
+SUBSET_RULE = ("random.Random(derive_seed(seed, 'detector-subset')).sample of n of the run's exp 1 steered trials "
+               "sorted by trial id (all of them when n is None or not smaller); the same subset for the detector "
+               "ablation and every random set")
+
 
 def profile_path(detector_file: str | Path) -> Path:
     """Where the latent profile of a detector file lives: ``<stem>.profile.json.gz`` next to it."""
@@ -134,7 +138,8 @@ def null_step(session: Any, run_dir: str | Path, detector_file: str | Path, *, n
     root = Path(run_dir) / "exp10"
     sampler = {"seed": seed, "caliper_log10": caliper, "detectors": list(det.latents)}
     run_random_sets(session, root, trials, sets, sampler=sampler)
-    report = {**report, "random_sets": sets, "subset": {"n": n_trials, "seed": subset_seed}}
+    report = {**report, "random_sets": sets,
+              "subset": {"n": n_trials, "seed": subset_seed, "n_source_trials": len(trials), "drawn": SUBSET_RULE}}
     atomic_write_json(root / "sampler.json", report)
     return report
 
@@ -145,7 +150,7 @@ def summarize_step(run_dir: str | Path, detector_file: str | Path, *, n_boot: in
     detector_summary`), with the subset, the sampler and ``command``; written to ``out`` when given."""
     from esr_analysis.mechanisms.ablation import load_paired, source_trials
     from esr_analysis.mechanisms.detectors import read_detector_file
-    from esr_analysis.mechanisms.null import detector_summary
+    from esr_analysis.mechanisms.null import detector_summary, reading
 
     rd = Path(run_dir)
     det = read_detector_file(detector_file)
@@ -162,6 +167,7 @@ def summarize_step(run_dir: str | Path, detector_file: str | Path, *, n_boot: in
                     if sampler.is_file() else None),
         "n_boot": n_boot, "bootstrap_seed": seed, "run": rd.name, "command": command,
     })
+    summary["reading"] = reading(summary)
     if out is not None:
         atomic_write_json(out, summary, indent=1)
     return summary
