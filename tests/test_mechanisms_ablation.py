@@ -88,6 +88,8 @@ def test_ablation_replays_each_trial_with_the_latents_ablated(run):
                                                       AblateLatents(latents=(7, 11, 40), layer=s.steer_layer)],
                    sae=s.sae, settings=st, seeds=[t.seed], progress=False)[0]
     assert ref.output_ids == t.output_ids  # the stored text is the steered-and-ablated generation of that seed
+    every = run_ablation(s, rd / "exp3-all", src, list(range(96)))  # ablating every latent is not a no-op
+    assert any(t.output_ids != by_id[t.meta["source_trial"]].output_ids for t in load_paired(every))
 
 
 def test_pairing_survives_a_killed_run_and_conflicting_subsets_are_refused(run):
