@@ -33,7 +33,7 @@
 # 5. the detector effect against that null: its percentile among the random sets and a paired latent-clustered
 #    bootstrap interval of the change against the baseline.
 #
-# **Parameters**: `SMALL` (env `ESR_SMALL=1`: two latents × two prompts, 16 tokens, 4 discovery prompts, 3 random
+# **Parameters**: `SMALL` (env `ESR_SMALL=1`: two latents × two prompts, 16 tokens, 4 discovery prompts, 2 random
 # sets; a smoke run whose numbers mean nothing) and `REMOTE` (env `ESR_REMOTE=1`: the paper's Llama-3.3-70B preset
 # on NDIF; the discovery read and the replays are then traces sent with `remote=True`, the SAE sliced so only the
 # touched latents travel). The full setting is 6 latents × 3 prompts at 64 tokens, 20 discovery prompts,
@@ -60,8 +60,8 @@ from esr_analysis.experiments.pipeline import run_pipeline
 from esr_analysis.experiments.session import notebook_session
 
 N_DISCOVERY = 4 if SMALL else 20
-N_TRIALS = 4 if SMALL else 12
-N_SETS = 3 if SMALL else 20
+N_TRIALS = 3 if SMALL else 12
+N_SETS = 2 if SMALL else 20
 session = notebook_session(SMALL, remote=REMOTE, progress=False,
                            overrides={"experiments": ["exp1"], **({} if SMALL else {"n_prompts_per_latent": 3})})
 run_dir = tempfile.mkdtemp(prefix="esr-nb07-")
