@@ -219,3 +219,31 @@ def test_generated_answers_are_seeded(tiny_lm, tiny_sae):
     b = discover(tiny_lm, tiny_sae, PROMPTS[:3], layer=1, settings=st, seed=2, n_derangements=1, progress=False)
     assert a.answer_ids == b.answer_ids and all(a.answer_ids) and a.params["answers"] == "generated"
     torch.testing.assert_close(a.stats.off.sum, b.stats.off.sum)
+
+
+def _jumprelu_sae():
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    torch.manual_seed(2)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=96))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn_like(sae.W_enc) * 0.3)
+        sae.b_enc.copy_(torch.randn_like(sae.b_enc) * 0.1)
+        sae.threshold.copy_(torch.rand_like(sae.threshold) * 0.2)
+    return sae
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu"])
+def test_encoder_kernel_equals_the_sliced_sae(tiny_sae, arch):
+    from esr_analysis.mechanisms.detectors import encoder_kernel
+    from esr_analysis.sae.sliced import SlicedSAE
+    from esr_analysis.tracing.kernels import encode_slice
+
+    sae = tiny_sae if arch == "relu" else _jumprelu_sae()
+    x = torch.randn(5, 64)
+    for lats in (list(range(96)), list(range(10, 40)), [90, 3, 41]):
+        enc = encoder_kernel(sae, lats)
+        assert "W_dec" not in enc
+        torch.testing.assert_close(encode_slice(x, enc), SlicedSAE.from_sae(sae, lats).encode(x))
+    torch.testing.assert_close(encode_slice(x, encoder_kernel(sae, range(96))), sae.encode(x))
+    assert encoder_kernel(tiny_sae, range(96))["W_enc"].data_ptr() == tiny_sae.W_enc.data_ptr()  # a view, no copy

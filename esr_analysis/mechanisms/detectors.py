@@ -223,6 +223,33 @@ def _answers(model: Any, prompts: list[str], answers: Any, settings: Any, seed: 
     return [r.text for r in rows], [list(r.output_ids) for r in rows]
 
 
+def encoder_kernel(sae: Any, latents: Sequence[int]) -> dict[str, Any]:
+    """The plain encoder dict (:mod:`esr_analysis.tracing.kernels`, no ``W_dec``) of ``latents`` in float32.
+
+    A run of consecutive latents is a view of the SAE's weights (no copy when they are float32), so encoding all
+    ``d_sae`` latents does not duplicate the encoder; any other list is gathered. The SAE is validated as for
+    :class:`~esr_analysis.sae.sliced.SlicedSAE` (ReLU/JumpReLU, no activation normalisation).
+    """
+    import torch
+
+    from esr_analysis.sae.sliced import SlicedSAE
+
+    lats = [int(i) for i in latents]
+    one = SlicedSAE.from_sae(sae, lats[:1])  # validates the SAE and the first index
+    if isinstance(sae, SlicedSAE):
+        p = SlicedSAE.from_sae(sae, lats).params(dtype=torch.float32).as_kernel()
+        p.pop("W_dec")
+        return p
+    SlicedSAE.from_sae(sae, lats[-1:])
+    run = lats == list(range(lats[0], lats[0] + len(lats)))
+    pick = slice(lats[0], lats[0] + len(lats)) if run else torch.tensor(lats)
+    thr = getattr(sae, "threshold", None) if one.threshold is not None else None
+    with torch.no_grad():
+        return {"W_enc": sae.W_enc.detach()[:, pick].float(), "b_enc": sae.b_enc.detach()[pick].float(),
+                "b_dec": sae.b_dec.detach().float(), "threshold": None if thr is None else thr.detach()[pick].float(),
+                "apply_b_dec_to_input": one.apply_b_dec_to_input}
+
+
 def check_discovery_inputs(model: Any, sae: Any, prompts: Sequence[str], layer: int, answers: Any,
                            candidates: Sequence[int] | None, n_derangements: int, batch_size: int,
                            chunk: int) -> None:
@@ -264,7 +291,7 @@ def discover(model: Any, sae: Any, prompts: Sequence[str], *, layer: int, answer
     from tqdm.auto import tqdm
 
     from esr_analysis.models.chat import format_chat
-    from esr_analysis.sae.sliced import SlicedSAE, sae_width
+    from esr_analysis.sae.sliced import sae_width
     from esr_analysis.steering.sampling import SamplingSettings
     from esr_analysis.tracing.plans import left_pad
     from esr_analysis.tracing.run import forward_pooled
@@ -284,8 +311,7 @@ def discover(model: Any, sae: Any, prompts: Sequence[str], *, layer: int, answer
     passes = [(lo, min(len(cands), lo + per_pass)) for lo in range(0, len(cands), per_pass)]
     bar = tqdm(total=len(pairs) * len(passes), desc="discover", unit="pair", disable=not progress)
     for lo, hi in passes:
-        enc = SlicedSAE.from_sae(sae, cands[lo:hi]).params(dtype=torch.float32).as_kernel()
-        enc.pop("W_dec")
+        enc = encoder_kernel(sae, cands[lo:hi])
         cols = slice(lo, hi)
         for b0 in range(0, len(pairs), batch_size):
             batch = pairs[b0:b0 + batch_size]
