@@ -71,13 +71,15 @@ sae: install
 
 # Re-build the self-correcting model organism from scratch (data from the base model's own text, then LoRA on
 # CPU; see docs/organism.md), then evaluate it against the base model (eval.json).
-ORGANISM_FRACTION ?= 0.5
-ORGANISM_NAME ?= qwen2.5-coder-0.5b-instruct-sc50
+ORGANISM_FRACTION ?= 0.7
+ORGANISM_NAME ?= qwen2.5-coder-0.5b-instruct-sc70
 organism: install
 	rm -rf runs/organism/$(ORGANISM_NAME)
-	$(PY) scripts/build_organism.py --fraction $(ORGANISM_FRACTION) --name $(ORGANISM_NAME) --max-prompts 80 \
-		--answer-max-new-tokens 48 --opening-max-new-tokens 64 --keep-cut-answers --batch-size 40 \
-		--epochs 2 --micro-batch 4 --grad-accum 1
+	$(PY) scripts/build_organism.py --fraction $(ORGANISM_FRACTION) --name $(ORGANISM_NAME) \
+		--work runs/organism/$(ORGANISM_NAME) --keep-cut-answers --answer-max-new-tokens 64 \
+		--opening-max-new-tokens 64 --attempts-per-prompt 3 --offtopic-max-cosine 0.45 --batch-size 32 \
+		--steer-in-training --epochs 4
 
 organism-eval: install
-	$(PY) scripts/evaluate_organism.py --organism $(ORGANISM_NAME)
+	$(PY) scripts/evaluate_organism.py --organism $(ORGANISM_NAME) --max-new-tokens 96 --n-latents 12 \
+		--n-prompts-per-latent 5 --runs runs/organism-eval-v2

@@ -8,6 +8,7 @@ Commands::
     esr report <run_dir>                       # metrics table with Wilson/t and latent-bootstrap intervals
     esr figures <run_dir> [--out DIR]          # paper-style figures of a run
     esr presets                                # list presets
+    esr detectors discover|ablate|null ...     # off-topic detectors: discovery, exp 3 ablation, exp 10 null
 
 Bad configs (unknown preset, latent outside the SAE, target outside 0-100, Claude judge without
 ANTHROPIC_API_KEY) exit with status 2 and a message before anything is loaded or generated.
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 EPILOG = """examples:
   esr demo
@@ -29,6 +31,10 @@ EPILOG = """examples:
   esr resume runs/embedded-demo
   esr report runs/embedded-demo
   esr figures runs/embedded-demo --out figures
+  esr detectors discover --model qwen2.5-coder-0.5b-instruct --out data/detectors/qwen.json
+  esr detectors ablate runs/embedded-demo --detectors data/detectors/qwen.json --n-trials 12
+  esr detectors null runs/embedded-demo --detectors data/detectors/qwen.json --n-trials 12 --n-sets 20 \
+      --summary data/results/detectors_qwen.json
 
 override keys are dotted paths into the config (see `esr presets --show embedded-demo`); values are JSON
 when they parse (numbers, lists, null, true/false), else strings."""
@@ -70,7 +76,87 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("presets", help="list presets (or show one as JSON)")
     pr.add_argument("--show", metavar="NAME", help="print this preset's full config")
+    _detector_parser(sub)
     return p
+
+
+def _detector_parser(sub: Any) -> None:
+    det = sub.add_parser("detectors", help="off-topic detector latents: discover, ablate (exp 3), null (exp 10)")
+    dsub = det.add_subparsers(dest="detector_command", metavar="step", required=True)
+    d = dsub.add_parser("discover", help="find detectors on held-out prompts; write the detector file + profile")
+    d.add_argument("--model", required=True, help="registered model name (see docs/experiments.md)")
+    d.add_argument("--sae", help="SAE source (default: the model's)")
+    d.add_argument("--layer", type=int, help="read layer (default: the model's read layer)")
+    d.add_argument("--prompts", default="otd_discovery", help="prompt set or file (default otd_discovery)")
+    d.add_argument("--n-prompts", type=int, help="use the first N prompts")
+    d.add_argument("--max-new-tokens", type=int, default=128)
+    d.add_argument("--n-derangements", type=int, default=3)
+    d.add_argument("--rule", default="zero_on_topic", help="zero_on_topic | separability | ranked")
+    d.add_argument("--top-k", type=int, default=26, help="k of the ranked rule")
+    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--remote", action="store_true", help="run the traces on NDIF")
+    d.add_argument("--out", required=True, help="detector file to write (its profile goes next to it)")
+    for name, helptext in (("ablate", "exp 3: replay exp 1 trials of a run with the detectors ablated"),
+                           ("null", "exp 10: replay them with matched random sets ablated; write the summary")):
+        a = dsub.add_parser(name, help=helptext)
+        a.add_argument("run_dir", help="a pipeline run directory with an exp1 run")
+        a.add_argument("--detectors", required=True, help="detector file (from `esr detectors discover`)")
+        a.add_argument("--n-trials", type=int, help="seeded subset of exp 1 trials to replay (default all)")
+        a.add_argument("--subset-seed", type=int, default=0)
+        if name == "null":
+            a.add_argument("--n-sets", type=int, default=20)
+            a.add_argument("--seed", type=int, default=0, help="sampler seed")
+            a.add_argument("--caliper", type=float, default=0.25, help="matching caliper in log10 units")
+            a.add_argument("--summary", help="also write the summary JSON here (needs the exp3 run)")
+            a.add_argument("--n-boot", type=int, default=2000)
+        a.add_argument("--no-progress", action="store_true")
+
+
+def _detectors(args: Any) -> int:
+    from esr_analysis.mechanisms import detector_study as study
+
+    command = "esr " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["detectors"] else None
+    if args.detector_command == "discover":
+        from esr_analysis.experiments.prompts import load_prompts
+        from esr_analysis.experiments.session import load_sae_source
+        from esr_analysis.mechanisms.detectors import RULES
+        from esr_analysis.models.loading import load_model, load_remote_model
+        from esr_analysis.models.registry import get_spec
+
+        spec = get_spec(args.model)
+        if args.rule not in RULES:
+            raise ValueError(f"unknown rule {args.rule!r}; choose one of {', '.join(RULES)}")
+        load_prompts(args.prompts)
+        source = args.sae or spec.sae_source
+        if not source:
+            raise ValueError(f"{spec.name} has no default SAE; pass --sae")
+        sae = load_sae_source(str(source), spec.d_model)
+        layer = spec.read_layer if args.layer is None else args.layer
+        if not 0 <= layer < spec.n_layers:
+            raise ValueError(f"--layer {layer} is outside {spec.name} (layers 0..{spec.n_layers - 1})")
+        model = load_remote_model(spec.name) if args.remote else load_model(spec.name)
+        rec = study.discover_to_file(model, sae, args.out, model_name=spec.name, layer=layer, prompts=args.prompts,
+                                     n_prompts=args.n_prompts, max_new_tokens=args.max_new_tokens, rule=args.rule,
+                                     top_k=args.top_k, n_derangements=args.n_derangements, seed=args.seed,
+                                     batch_size=args.batch_size, remote=args.remote, command=command)
+        print(f"{len(rec['off_topic_detectors'])} detectors ({args.rule}); every rule: "
+              + ", ".join(f"{r} {v['n']}" for r, v in rec["rules"].items()) + f"; wrote {args.out}")
+        return 0
+    session = study.session_for_run(args.run_dir, progress=not args.no_progress)
+    if args.detector_command == "ablate":
+        out = study.ablate_step(session, args.run_dir, args.detectors, n_trials=args.n_trials,
+                                subset_seed=args.subset_seed)
+        print(f"detector ablation: {out}")
+        return 0
+    rep = study.null_step(session, args.run_dir, args.detectors, n_sets=args.n_sets, seed=args.seed,
+                          caliper=args.caliper, n_trials=args.n_trials, subset_seed=args.subset_seed)
+    print(f"{rep['n_sets']} matched random sets in {args.run_dir}/exp10")
+    if args.summary:
+        summ = study.summarize_step(args.run_dir, args.detectors, n_boot=args.n_boot, command=command,
+                                    out=args.summary)
+        print(json.dumps({k: summ[k] for k in ("n_detectors", "detector_percentile", "difference_ci")}))
+    return 0
 
 
 DEMO_NOTE = ("note: the demo is a small run (6 latents x 3 prompts, 64 new tokens per trial), too short for much "
@@ -143,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 tables = report_tables(args.run_dir, n_boot=args.n_boot)
                 pd.concat([df.assign(experiment=k) for k, df in tables.items()]).to_csv(args.csv, index=False)
             return 0
+        if args.command == "detectors":
+            return _detectors(args)
         if args.command == "figures":
             from esr_analysis.plotting import figures_for_run
 

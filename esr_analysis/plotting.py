@@ -9,6 +9,10 @@
   unlike the authors, nothing is smoothed.
 * :func:`fig4_meta` (Fig. 4 style): mean first-attempt score, multi-attempt % and ESR % for the matched
   baseline (hatched) and each meta-prompt variant (solid), with intervals.
+* :func:`fig5_detectors` (Fig. 5 / A.14 style): first-attempt score, multi-attempt % and ESR % for the steered
+  baseline and the detector ablation (bars with Wilson intervals) beside the matched random sets as a
+  distribution (one dot per set, a box over them), from the detector summary
+  (:func:`esr_analysis.mechanisms.null.detector_summary`).
 
 matplotlib is imported inside the functions (Agg backend when no display).
 """
@@ -183,6 +187,61 @@ def fig4_meta(run: Any, path: str | Path | None = None) -> Any:
         ax.set_xticklabels(conds, rotation=20)
         ax.set_title(label)
         ax.grid(alpha=0.3, axis="y")
+    if path is not None:
+        _save(fig, path)
+    return fig
+
+
+DETECTOR_COLOURS = {"baseline": "#6A0DAD", "detectors": "#17A2B8", "random": "#FFA500"}
+
+
+def fig5_detectors(summary: Mapping[str, Any], path: str | Path | None = None, title: str | None = None) -> Any:
+    """Fig. 5-style detector-ablation figure from a detector summary dict; saved to ``path`` if given."""
+    plt = _plt()
+    base, det = summary["baseline"], summary["detector_ablation"]
+    rand_metric = {"multi_attempt_rate": summary.get("random_multi_attempt_rates") or [],
+                   "esr_rate": summary.get("random_esr_rates") or []}
+    panels = [("multi_attempt_rate", "multi_attempt_ci", "Multi-Attempt %"), ("esr_rate", "esr_ci", "ESR Rate (%)")]
+    has_first = "first_attempt_score" in base and "first_attempt_score" in det
+    fig, axes = plt.subplots(1, len(panels) + has_first, figsize=(16 if has_first else 11, 6))
+    if has_first:
+        ax = axes[0]
+        vals = [base["first_attempt_score"], det["first_attempt_score"]]
+        ax.bar([0, 1], [v if v == v else 0 for v in vals], color=[DETECTOR_COLOURS["baseline"],
+               DETECTOR_COLOURS["detectors"]], alpha=0.8, edgecolor="black")
+        rm = (summary.get("random_metrics") or {}).get("first_attempt_score")
+        if rm is not None and rm == rm:
+            ax.bar(2, rm, color=DETECTOR_COLOURS["random"], alpha=0.8, edgecolor="black")
+        ax.set_xticks([0, 1, 2], ["Steered\nbaseline", "Detector\nablation", "Random ablation\n(pooled)"])
+        ax.set_ylim(0, 100)
+        ax.set_title("Mean first-attempt score")
+        ax.grid(alpha=0.3, axis="y")
+    for ax, (metric, ci, label) in zip(axes[int(has_first):], panels, strict=True):
+        for x, (m, colour) in enumerate(((base, DETECTOR_COLOURS["baseline"]), (det, DETECTOR_COLOURS["detectors"]))):
+            v, (lo, hi) = 100 * m[metric], m[ci]
+            ax.bar(x, v if v == v else 0, color=colour, alpha=0.8, edgecolor="black")
+            if v == v:
+                ax.errorbar(x, v, yerr=[[v - 100 * lo], [100 * hi - v]], color="black", capsize=5)
+                ax.text(x, -0.13, f"({round(m[metric] * m['n'])}/{m['n']})", ha="center", va="top", fontsize=9,
+                        transform=ax.get_xaxis_transform())
+        r = [100 * x for x in rand_metric[metric] if x == x]
+        if r:
+            ax.boxplot([r], positions=[2], widths=0.5, showfliers=False,
+                       medianprops={"color": DETECTOR_COLOURS["random"], "lw": 2})
+            jitter = [2 + 0.18 * ((i * 0.618) % 1 - 0.5) for i in range(len(r))]
+            ax.scatter(jitter, r, color=DETECTOR_COLOURS["random"], edgecolor="black", zorder=3, s=28)
+        ax.set_xticks([0, 1, 2], ["Steered\nbaseline", "Detector\nablation", f"Random sets\n(n={len(r)})"])
+        ax.set_xlim(-0.6, 2.6)
+        ax.set_title(label)
+        ax.grid(alpha=0.3, axis="y")
+        ax.set_ylim(bottom=0)
+    pct, dci = summary.get("detector_percentile"), summary.get("difference_ci") or [float("nan")] * 2
+    fig.text(0.99, -0.04, f"{summary.get('n_detectors')} detectors ({summary.get('rule')}); detector multi-attempt "
+             f"rate at the {pct:.0f}th percentile of the random sets; paired latent-bootstrap 95% interval of "
+             f"ablation - baseline: [{100 * dci[0]:.1f}, {100 * dci[1]:.1f}] points; bars: Wilson 95%",
+             ha="right", fontsize=8)
+    if title:
+        fig.suptitle(title)
     if path is not None:
         _save(fig, path)
     return fig

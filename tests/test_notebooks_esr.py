@@ -1,13 +1,13 @@
-"""Notebooks 02-05 and 08 run top to bottom on their SMALL setting (02-05: embedded model, shipped SAE, offline
-judge, two latents, short generations; 08: a tiny model and a scripted run) on a copy in a temporary directory,
-and leave the committed notebooks untouched."""
+"""Notebooks 02-05, 07 and 08 run top to bottom on their SMALL setting (02-05 and 07: embedded model, shipped SAE,
+offline judge, two latents, short generations; 08: a tiny model and a scripted run) on a copy in a temporary
+directory, and leave the committed notebooks untouched."""
 
 from __future__ import annotations
 
 import pytest
 from nbrun import execute_notebook, snapshot
 
-NAMES = ["02_steered_generation", "03_esr_rates", "04_boost_sweep", "05_meta_prompting",
+NAMES = ["02_steered_generation", "03_esr_rates", "04_boost_sweep", "05_meta_prompting", "07_off_topic_detectors",
          "08_anatomy_of_a_recovery"]
 
 

@@ -4,6 +4,9 @@
   experiment of a run uses the same prompts for a latent.
 * Seed of a trial: ``h(seed, "trial", latent, prompt)`` with ``h`` = :func:`esr_analysis.seeds.derive_seed`
   (a SHA-256-derived integer in ``[0, 10^6)``); so exp 1, its no-steering baseline (exp 8) and the meta-prompting baseline share seeds.
+* A spec's ``ablate`` latents are clamped to 0 at the steering layer over the config's scope
+  (:class:`~esr_analysis.steering.interventions.AblateLatents`, SAE error term kept) in the same generation as its
+  steering; they are part of the trial's key (exp 3 / exp 10, :mod:`esr_analysis.mechanisms.ablation`).
 * :func:`run_trials` writes trials chunk by chunk (one batched generation and one grading call per chunk of
   ``batch_size`` rows) into a store run; trials already recorded (by content key) are skipped, so a killed
   run resumes without losing or duplicating trials.
@@ -45,6 +48,7 @@ class TrialSpec:
     base_prompt: str | None = None
     key_extra: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    ablate: tuple[int, ...] = ()
 
 
 def manifest_for(session: Any, experiment: str, extra: dict[str, Any]) -> Any:
@@ -61,19 +65,38 @@ def manifest_for(session: Any, experiment: str, extra: dict[str, Any]) -> Any:
     )
 
 
-def spec_key(session: Any, experiment: str, spec: TrialSpec) -> str:
-    from esr_analysis.store import Layers, trial_key
+def spec_interventions(session: Any, spec: TrialSpec) -> list[Any]:
+    """The interventions of a trial: its steering (if any), then its ablation (if any), at the steering layer."""
+    ivs = [session.steer(spec.latent, spec.boost)] if (spec.boost is not None and spec.latent is not None) else []
+    if spec.ablate:
+        from esr_analysis.steering.interventions import AblateLatents
+
+        ivs.append(AblateLatents(latents=tuple(spec.ablate), layer=session.steer_layer, scope=session.config.scope))
+    return ivs
+
+
+def _layers(session: Any, spec: TrialSpec) -> Any:
+    from esr_analysis.store import Layers
 
     steered = spec.boost is not None and spec.latent is not None
+    return Layers(steer=session.steer_layer if steered else None, ablate=session.steer_layer if spec.ablate else None)
+
+
+def spec_key(session: Any, experiment: str, spec: TrialSpec) -> str:
+    from esr_analysis.store import trial_key
+
+    steered = spec.boost is not None and spec.latent is not None
+    ablation = ([{"kind": "ablate_latents", "latents": sorted(spec.ablate), "layer": session.steer_layer,
+                  "scope": session.config.scope}] if spec.ablate else None)
     return trial_key(experiment=experiment, condition=spec.condition, prompt=spec.prompt, latent=spec.latent,
                      boost=spec.boost if steered else 0.0, unit="sae", seed=spec.seed, scope=session.config.scope,
-                     layers=Layers(steer=session.steer_layer if steered else None), key_extra=spec.key_extra)
+                     layers=_layers(session, spec), interventions=ablation, key_extra=spec.key_extra)
 
 
 def run_trials(session: Any, run_dir: str | Path, experiment: str, specs: Sequence[TrialSpec],
                extra: dict[str, Any] | None = None) -> Path:
     """Generate, grade and store ``specs`` into the store run ``run_dir`` (created or resumed)."""
-    from esr_analysis.store import Layers, open_run, trial_from_generation
+    from esr_analysis.store import open_run, trial_from_generation
 
     manifest = manifest_for(session, experiment, extra or {})
     with open_run(run_dir, manifest, resume=True) as writer:
@@ -91,8 +114,7 @@ def run_trials(session: Any, run_dir: str | Path, experiment: str, specs: Sequen
                    disable=not session.progress)
         for lo in range(0, len(pending), step):
             chunk = pending[lo:lo + step]
-            ivs = [[session.steer(s.latent, s.boost)] if (s.boost is not None and s.latent is not None) else []
-                   for s, _ in chunk]
+            ivs = [spec_interventions(session, s) for s, _ in chunk]
             gens = session.generate([s.prompt for s, _ in chunk], ivs, [s.seed for s, _ in chunk], settings)
             labels = [session.label(s.latent) if s.latent is not None else "" for s, _ in chunk]
             flags = [s.boost is not None and s.latent is not None for s, _ in chunk]
@@ -103,7 +125,7 @@ def run_trials(session: Any, run_dir: str | Path, experiment: str, specs: Sequen
                 trial = trial_from_generation(
                     g, experiment=experiment, condition=s.condition, grade=gr, trial_id=k, latent=s.latent,
                     latent_label=lab, boost=s.boost if steered else 0.0, unit="sae", scope=session.config.scope,
-                    layers=Layers(steer=session.steer_layer if steered else None), key_extra=s.key_extra, meta=meta)
+                    layers=_layers(session, s), key_extra=s.key_extra, meta=meta)
                 writer.append(trial)
             bar.update(len(chunk))
         bar.close()

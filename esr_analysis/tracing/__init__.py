@@ -25,7 +25,7 @@ from esr_analysis.tracing.core import (
     register_kernels,
     wrap_model,
 )
-from esr_analysis.tracing.kernels import edit_delta, encode_slice, read_site, write_site
+from esr_analysis.tracing.kernels import edit_delta, encode_slice, pool_slice, read_site, write_site
 from esr_analysis.tracing.plans import (
     STEP0_SCOPES,
     LayerPlan,
@@ -34,6 +34,7 @@ from esr_analysis.tracing.plans import (
     step0_masks,
 )
 from esr_analysis.tracing.run import (
+    forward_pooled,
     forward_with_plan,
     forward_with_residual_replaced,
     generate_with_plan,
@@ -61,6 +62,7 @@ __all__ = [
     "decoder_layers",
     "find_sites",
     "forward_with_plan",
+    "forward_pooled",
     "forward_with_residual_replaced",
     "generate_with_plan",
     "head_contributions",
@@ -68,6 +70,7 @@ __all__ = [
     "import_nnsight",
     "left_pad",
     "meta_model",
+    "pool_slice",
     "read_site",
     "register_kernels",
     "scan_shapes",

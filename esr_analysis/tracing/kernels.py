@@ -15,6 +15,7 @@ Plain-data formats (built on the client by :meth:`esr_analysis.tracing.plans.Sli
   "read": slice | None}``: everything done at the output of one decoder block, in the order ablate, add,
   read (definitions in :mod:`esr_analysis.steering.interventions`).
 * **masks** ``{scope: [B, T, 1] float tensor | None}``: where each scope applies (``None`` = inactive).
+* **encoder** a slice without ``W_dec`` (only :func:`encode_slice`'s keys): what a read of many latents ships.
 """
 
 from __future__ import annotations
@@ -249,3 +250,29 @@ def dla_terms(layers: Any, o_proj: str, values: dict[str, Any], u: Any, f: dict[
     return {"heads": torch.stack(heads), "mlp": torch.stack(mlps), "bias": torch.stack(biases),
             "embed": (f["embed"].float() * u).sum(-1).detach().cpu(),
             "total": (f["final_in"][:, t, :].float() * u).sum(-1).detach().cpu()}
+
+def pool_slice(hidden: Any, p: dict[str, Any], mask: Any, chunk: int) -> dict[str, Any]:
+    """Per row, over the positions where ``mask [B, T, 1]`` is 1, of each latent of slice (or encoder) ``p``:
+    ``{"max": [B, k], "count": [B, k], "sum": [B, k]}`` = the largest activation (0 when the mask is empty),
+    the number of positions with activation > 0 and the sum of activations (float32, detached, on the CPU).
+
+    Latents are encoded ``chunk`` at a time, so at most ``[B, T, chunk]`` activations exist at once; ReLU and
+    JumpReLU activations are >= 0, so zeroing masked positions leaves the maximum over the others unchanged.
+    """
+    import torch
+
+    x = hidden.to(p["W_enc"].dtype)
+    m = mask.to(x.dtype)
+    k = p["W_enc"].shape[1]
+    maxes, counts, sums = [], [], []
+    for lo in range(0, k, chunk):
+        hi = min(k, lo + chunk)
+        sub = {"W_enc": p["W_enc"][:, lo:hi], "b_enc": p["b_enc"][lo:hi], "b_dec": p["b_dec"],
+               "threshold": None if p["threshold"] is None else p["threshold"][lo:hi],
+               "apply_b_dec_to_input": p["apply_b_dec_to_input"]}
+        a = encode_slice(x, sub) * m
+        maxes.append(a.amax(dim=1).float())
+        counts.append((a > 0).sum(dim=1).float())
+        sums.append(a.sum(dim=1).float())
+    return {"max": torch.cat(maxes, -1).detach().cpu(), "count": torch.cat(counts, -1).detach().cpu(),
+            "sum": torch.cat(sums, -1).detach().cpu()}

@@ -122,6 +122,37 @@ def forward_with_plan(
     return dict(acts), dict(resid)
 
 
+def forward_pooled(
+    lm,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layer: int,
+    encoder: dict[str, Any],
+    pool_mask: torch.Tensor,
+    *,
+    chunk: int = 2048,
+    remote: bool | str = False,
+) -> dict[str, torch.Tensor]:
+    """Per-row pooled statistics of an encoder's latents on block ``layer``'s output over ``pool_mask [B, T, 1]``:
+    ``{"max", "count", "sum"}`` each ``[B, k]`` (:func:`~esr_analysis.tracing.kernels.pool_slice`), pooled
+    inside the trace, so only ``[B, k]`` tensors come back. ``encoder`` is a plain slice dict (``W_dec`` not
+    needed); the forward pass stops after block ``layer``.
+    """
+    import torch
+
+    nnsight = import_nnsight()
+    if remote:
+        register_kernels()
+    layers_path = find_sites(lm).layers
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    with torch.no_grad(), lm.trace(inputs, remote=remote) as tracer:
+        layers = kernels.module_at(lm, layers_path)
+        hidden = kernels.block_hidden(layers[int(layer)])
+        pooled = nnsight.save(kernels.pool_slice(hidden, encoder, pool_mask, int(chunk)))
+        tracer.stop()
+    return dict(pooled)
+
+
 def forward_with_residual_replaced(
     lm,
     input_ids: torch.Tensor,

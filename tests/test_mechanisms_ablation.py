@@ -1,0 +1,186 @@
+"""Paired exp 3 / exp 10 replay on a tiny model: each ablated trial replays its exp 1 partner (same prompt, latent,
+strength, seed) with the latents ablated at the steering layer; pairing survives a killed and resumed run; the
+study steps end to end; errors before compute."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from esr_analysis.judge.base import Judge
+from esr_analysis.judge.types import Attempt, Grade, GradeRequest
+from esr_analysis.mechanisms.ablation import (
+    baseline_subset,
+    load_paired,
+    run_ablation,
+    run_random_sets,
+    source_trials,
+)
+from esr_analysis.store import read_trials
+
+
+class HashJudge(Judge):
+    """Deterministic offline judge: scores from a hash of the response; a third of responses get two attempts."""
+
+    judge_id = "hash"
+    rubric_hash = "hash-v1"
+    uses_api = False
+
+    async def grade_one(self, request: GradeRequest) -> Grade:
+        h = int(hashlib.sha256(request.response.encode()).hexdigest()[:8], 16)
+        attempts = [Attempt(text="x", score=float(h % 101))]
+        if h % 3 == 0:
+            attempts.append(Attempt(text="y", score=float(min(100, h % 101 + 10))))
+        return Grade(attempts=attempts, judge_id=self.judge_id, rubric_hash=self.rubric_hash)
+
+
+@pytest.fixture
+def run(tmp_path, tiny_sae):
+    """A tiny pipeline run with exp 1 (3 latents x 3 prompts) and its session."""
+    from esr_analysis.experiments import load_config
+    from esr_analysis.experiments.pipeline import run_pipeline
+    from esr_analysis.experiments.session import open_session
+    from esr_analysis.models.tiny import load_tiny
+
+    over = {"model": "tiny-llama", "n_prompts_per_latent": 3, "max_new_tokens": 6, "batch_size": 8,
+            "temperature": 0.7, "selection.n_latents": 3, "selection.relevance_rule": "none", "search.n_steps": 1,
+            "search.max_new_tokens": 3, "search.upper": 20, "search.prior_mean": 5, "search.prior_std": 5,
+            "search.grid_size": 100, "search.require_fluent_window": False, "output_dir": str(tmp_path / "runs"),
+            "experiments": ["exp1"]}
+    s = open_session(load_config("embedded-demo", over), model=load_tiny("llama"), sae=tiny_sae, judge=HashJudge(),
+                     cache_dir=tmp_path / "cache", progress=False)
+    res = run_pipeline(s.config, session=s, cache_dir=tmp_path / "cache")
+    return s, res.run_dir
+
+
+def test_subset_is_seeded_and_fixed(run):
+    _, rd = run
+    trials = source_trials(rd / "exp1")
+    assert len(trials) == 9
+    a = baseline_subset(trials, 5, seed=1)
+    assert [t.trial_id for t in a] == [t.trial_id for t in baseline_subset(list(reversed(trials)), 5, seed=1)]
+    assert len(a) == 5 and a == sorted(a, key=lambda t: t.trial_id)
+    assert baseline_subset(trials, 5, seed=2) != a
+    assert len(baseline_subset(trials, None, 0)) == 9 and len(baseline_subset(trials, 50, 0)) == 9
+
+
+def test_ablation_replays_each_trial_with_the_latents_ablated(run):
+    from esr_analysis.steering import AblateLatents, AddLatent, SamplingSettings, generate
+
+    s, rd = run
+    src = source_trials(rd / "exp1")
+    out = run_ablation(s, rd / "exp3", src, [40, 7, 11])
+    abl = load_paired(out)
+    by_id = {t.trial_id: t for t in src}
+    assert len(abl) == len(src) and {t.meta["source_trial"] for t in abl} == set(by_id)
+    for t in abl:
+        b = by_id[t.meta["source_trial"]]
+        assert (t.prompt, t.latent, t.boost, t.seed, t.settings) == (b.prompt, b.latent, b.boost, b.seed, b.settings)
+        assert t.condition == "detector_ablation" and t.layers.steer == t.layers.ablate == s.steer_layer
+        kinds = {iv["kind"]: iv for iv in t.interventions}
+        assert kinds["ablate_latents"]["latents"] == [7, 11, 40] and kinds["ablate_latents"]["layer"] == s.steer_layer
+        assert kinds["add_latent"]["strength_sae"] == pytest.approx(b.boost)
+    t = abl[0]
+    st = SamplingSettings(**t.settings)
+    ref = generate(s.model, [t.prompt], interventions=[AddLatent(latent=t.latent, strength=t.boost, layer=s.steer_layer),
+                                                      AblateLatents(latents=(7, 11, 40), layer=s.steer_layer)],
+                   sae=s.sae, settings=st, seeds=[t.seed], progress=False)[0]
+    assert ref.output_ids == t.output_ids  # the stored text is the steered-and-ablated generation of that seed
+    every = run_ablation(s, rd / "exp3-all", src, list(range(96)))  # ablating every latent is not a no-op
+    assert any(t.output_ids != by_id[t.meta["source_trial"]].output_ids for t in load_paired(every))
+
+
+def test_pairing_survives_a_killed_run_and_conflicting_subsets_are_refused(run):
+    from esr_analysis.store import RunConflictError
+
+    s, rd = run
+    src = baseline_subset(source_trials(rd / "exp1"), 6, seed=0)
+    run_ablation(s, rd / "exp3", src, [5, 6])
+    first = {t.trial_id: t.meta["source_trial"] for t in load_paired(rd / "exp3")}
+    p = rd / "exp3" / "trials.jsonl"
+    lines = p.read_text().splitlines(keepends=True)
+    p.write_text("".join(lines[:2]) + lines[2][:15])  # killed mid-write after two trials
+    generated = s.stats["generated"]
+    with pytest.warns(UserWarning, match="unterminated"):
+        run_ablation(s, rd / "exp3", src, [5, 6])
+    again = {t.trial_id: t.meta["source_trial"] for t in load_paired(rd / "exp3")}
+    assert again == first and len(set(again.values())) == 6  # every source exactly once, same partners
+    assert s.stats["generated"] == generated  # replayed from the generation cache: same rows, same seeds
+    with pytest.raises(RunConflictError):
+        run_ablation(s, rd / "exp3", src[:4], [5, 6])  # another subset never mixes into this run
+    with pytest.raises(RunConflictError):
+        run_ablation(s, rd / "exp3", src, [5, 7])
+
+
+def test_random_sets_are_separate_paired_runs(run):
+    s, rd = run
+    src = baseline_subset(source_trials(rd / "exp1"), 4, seed=0)
+    paths = run_random_sets(s, rd / "exp10", src, [[1, 2], [3, 4]], sampler={"seed": 0})
+    assert [p.name for p in paths] == ["set-00", "set-01"]
+    for i, p in enumerate(paths):
+        ts = load_paired(p)
+        assert {t.meta["source_trial"] for t in ts} == {t.trial_id for t in src}
+        assert all(t.key_extra["set"] == i and t.condition == "random_ablation" for t in ts)
+
+
+def test_bad_replays_fail_before_compute(run, monkeypatch):
+    s, rd = run
+    src = source_trials(rd / "exp1")
+
+    def boom(*a, **k):
+        raise AssertionError("compute started")
+
+    monkeypatch.setattr(s, "generate", boom)
+    with pytest.raises(ValueError, match="empty"):
+        run_ablation(s, rd / "x", src, [])
+    with pytest.raises(ValueError, match="out of range"):
+        run_ablation(s, rd / "x", src, [3, 96])
+    with pytest.raises(ValueError, match="no source"):
+        run_ablation(s, rd / "x", [], [3])
+    moved = [t.model_copy(update={"layers": t.layers.model_copy(update={"steer": 0})}) for t in src]
+    with pytest.raises(ValueError, match="steered at layer 0"):
+        run_ablation(s, rd / "x", moved, [3])
+    with pytest.raises(ValueError, match="source trial"):
+        load_paired(rd / "exp1")
+    with pytest.raises(ValueError, match="no replayable"):
+        source_trials([t.model_copy(update={"boost": None}) for t in src])
+    assert not (rd / "x").exists()
+
+
+def test_study_steps_end_to_end(run, tmp_path):
+    from esr_analysis.mechanisms import detector_study as study
+
+    s, rd = run
+    det_file = tmp_path / "det" / "tiny.json"
+    det_file.parent.mkdir()
+    rec = study.discover_to_file(s.model, s.sae, det_file, model_name="tiny-llama", layer=1, n_prompts=4,
+                                 max_new_tokens=5, rule="ranked", top_k=3, n_derangements=2, progress=False,
+                                 command="test")
+    assert len(rec["off_topic_detectors"]) == 3 and study.profile_path(det_file).is_file()
+    study.ablate_step(s, rd, det_file, n_trials=5, subset_seed=3)
+    rep = study.null_step(s, rd, det_file, n_sets=3, seed=1, n_trials=5, subset_seed=3)
+    assert len(rep["random_sets"]) == 3 and all(not set(x) & set(rec["off_topic_detectors"]) for x in rep["random_sets"])
+    out = tmp_path / "summary.json"
+    summ = study.summarize_step(rd, det_file, n_boot=100, command="test", out=out)
+    on_disk = json.loads(out.read_text())
+    assert on_disk["random_sets"] == 3 and on_disk["n_detectors"] == 3 and on_disk["command"] == "test"
+    assert summ["baseline"]["n"] == 5 and summ["detector_ablation"]["n"] == 5 and summ["subset"]["n"] == 5
+    assert summ["subset"]["seed"] == 3 and summ["subset"]["n_source_trials"] == 5
+    assert len(read_trials(rd / "exp10" / "set-02")[0]) == 5
+    from esr_analysis.plotting import fig5_detectors
+
+    fig5_detectors(summ, tmp_path / "fig5.png")
+    assert (tmp_path / "fig5.png").stat().st_size > 10_000
+
+
+def test_cli_errors_exit_2_before_loading(tmp_path, capsys):
+    from esr_analysis.cli import main
+
+    assert main(["detectors", "ablate", str(tmp_path), "--detectors", "x.json"]) == 2
+    assert "not a pipeline run directory" in capsys.readouterr().err
+    assert main(["detectors", "discover", "--model", "qwen2.5-coder-0.5b-instruct", "--rule", "contrast",
+                 "--out", "x.json"]) == 2
+    assert "unknown rule" in capsys.readouterr().err
+    assert main(["detectors", "discover", "--model", "no-such-model", "--out", "x.json"]) == 2
