@@ -13,7 +13,7 @@ import os
 import tempfile
 
 SMALL = os.environ.get("ESR_SMALL", "0") == "1"
-ORGANISM = "qwen2.5-coder-0.5b-instruct-sc50"
+ORGANISM = "qwen2.5-coder-0.5b-instruct-sc70"
 
 # %% [markdown]
 # ## Build (SMALL: tiny model) or load (the shipped adapter)

@@ -1,16 +1,16 @@
 """Anatomy of a recovery (paper exp 6 + exp 9) on stored runs: write ``data/results/anatomy_<model>.json``.
 
 Recoveries (>= 2 attempts, the last scoring higher) come from ``--runs`` (store run directories, e.g.
-``runs/organism-eval/qwen2.5-coder-0.5b-instruct-sc50/organism/exp1``), a baseline of single-attempt on-topic
+``runs/organism-eval-v2/qwen2.5-coder-0.5b-instruct-sc70/organism/exp1``), a baseline of single-attempt on-topic
 answers from ``--baseline-runs`` (default: the same runs). Each recovery is annotated (offline annotator on the
 judge's attempt split, or ``--annotator claude``), replayed teacher-forced with the steering off and on, and
 summarised: region means (before / during / after the correction, baseline) and paired tests per latent group
 (steered latent, ``--detectors``, backtracking latents by label and by correlation, ``--latents``). The JSON
 records the command, versions and git commit. Example (the organism)::
 
-    python scripts/anatomy_study.py --runs runs/organism-eval/qwen2.5-coder-0.5b-instruct-sc50/organism/exp1 \\
-        --baseline-runs runs/organism-eval/qwen2.5-coder-0.5b-instruct-sc50/organism/exp1 \\
-        --detectors data/results/detectors_qwen2.5-coder-0.5b-instruct-sc50.json
+    python scripts/anatomy_study.py --runs runs/organism-eval-v2/qwen2.5-coder-0.5b-instruct-sc70/organism/exp1 \\
+        --baseline-runs runs/organism-eval-v2/qwen2.5-coder-0.5b-instruct-sc70/organism/exp1 \\
+        --detectors data/results/detectors_qwen2.5-coder-0.5b-instruct-sc70.json
 """
 
 from __future__ import annotations

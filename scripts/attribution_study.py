@@ -8,7 +8,7 @@ Episodes are a JSON list or a JSONL file of objects ``{"prompt", "response", "co
 records are appended to ``<out>.records.jsonl`` as they finish, and episodes already there are skipped, so an
 interrupted run resumes. The summary records the command, versions and every choice. Usage::
 
-    python scripts/attribution_study.py EPISODES.jsonl --model qwen2.5-coder-0.5b-instruct-sc50 \\
+    python scripts/attribution_study.py EPISODES.jsonl --model qwen2.5-coder-0.5b-instruct-sc70 \\
         --sae shipped:qwen2.5-coder-0.5b-instruct-l12 --read-layer 12 \\
         --counterfactuals steering_off ontopic_span detectors_ablated [--remote] [--ig-steps 8]
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("episodes", help="JSON list or JSONL file of episodes")
-    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct-sc50", help="registered model or organism")
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct-sc70", help="registered model or organism")
     ap.add_argument("--sae", default=None, help="SAE source (load_sae); default: the model's")
     ap.add_argument("--read-layer", type=int, default=None, help="SAE read layer (default: the model spec's)")
     ap.add_argument("--counterfactuals", nargs="+", default=["steering_off", "ontopic_span", "detectors_ablated"])

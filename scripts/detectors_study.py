@@ -15,7 +15,7 @@ Sizing on 2 CPU cores for the 0.5B model (about 20-30 min): the defaults (6 late
 20 discovery prompts with 96-token answers, 12 replayed trials x (1 + 20) ablated sets). Examples::
 
     python scripts/detectors_study.py --model qwen2.5-coder-0.5b-instruct
-    python scripts/detectors_study.py --model qwen2.5-coder-0.5b-instruct-sc50
+    python scripts/detectors_study.py --model qwen2.5-coder-0.5b-instruct-sc70
     python scripts/detectors_study.py --n-latents 2 --prompts-per-latent 2 --max-new-tokens 16 \\
         --discovery-prompts 4 --discovery-tokens 16 --n-trials 4 --n-sets 3 --out-root /tmp/smoke   # a smoke run
 """

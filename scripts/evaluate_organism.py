@@ -63,7 +63,7 @@ def assemble(root: Path, conditions: dict[str, tuple[str, str, list[str]]], out_
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc50")
+    ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc70")
     ap.add_argument("--base", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--n-latents", type=int, default=8)
     ap.add_argument("--n-prompts-per-latent", type=int, default=4)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list of the training latents to exclude (default: from organism.json, else the build report)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default=None, help="comma list of conditions to run (default: all)")
-    ap.add_argument("--runs", type=Path, default=Path("runs") / "organism-eval")
+    ap.add_argument("--runs", type=Path, default=Path("runs") / "organism-eval-v2")
     ap.add_argument("--assemble", action="store_true",
                     help="only rebuild eval.json from the finished run directories (no model is loaded)")
     ap.add_argument("--out", type=Path, default=None,

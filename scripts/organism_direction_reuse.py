@@ -24,8 +24,8 @@ from esr_analysis.paths import DATA_DIR
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc50")
-    ap.add_argument("--runs", type=Path, default=Path("runs") / "organism-eval")
+    ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc70")
+    ap.add_argument("--runs", type=Path, default=Path("runs") / "organism-eval-v2")
     ap.add_argument("--layer", type=int, default=12)
     ap.add_argument("--strengths", default="0.25,0.5")
     ap.add_argument("--n-prompts", type=int, default=20)

@@ -47,7 +47,7 @@ def test_the_shipped_organism_loads_merged_with_the_base_module_paths():
     from esr_analysis.models.loading import load_model
     from esr_analysis.tracing import hf_module
 
-    name = "qwen2.5-coder-0.5b-instruct-sc50"
+    name = "qwen2.5-coder-0.5b-instruct-sc70"
     assert name in list_adapters()
     cfg = json.loads((adapter_dir(name) / "adapter_config.json").read_text())
     lora = {k: v.float() for k, v in load_file(str(adapter_dir(name) / "adapter_model.safetensors")).items()}

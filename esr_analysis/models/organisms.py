@@ -1,7 +1,7 @@
 """Registered model organisms: a base model's spec plus a shipped LoRA adapter, merged when loaded.
 
 Every adapter directory under ``data/adapters/`` whose ``organism.json`` names a registered ``base_model`` is
-registered under its directory name (e.g. ``qwen2.5-coder-0.5b-instruct-sc50``) with the base model's layers,
+registered under its directory name (e.g. ``qwen2.5-coder-0.5b-instruct-sc70``) with the base model's layers,
 SAE and settings, so the base SAE is used with the organism, as the paper did (``docs/organism.md``).
 :func:`esr_analysis.models.loading.load_model` loads the base model, merges the adapter, then wraps.
 """
