@@ -134,10 +134,12 @@ def offline_boundaries(response: str, attempts: Sequence[str] | None = None, *, 
     before = [s for s, _ in spans if s < correction]
     if not before:
         return unclear(source, "no attempt before the correction")
-    on_topic = _next_sentence(response, match.end)
+    # a phrase may end with its sentence's end mark ("Wait, I made a mistake!"): look for the end from its last
+    # character, so the sentence after it is the on-topic start
+    on_topic = _next_sentence(response, max(match.start, match.end - 1))
     while on_topic < len(response) and on_topic in starts:
         nxt = next(m for m in restarts if sentence_start(response, m.start) == on_topic)
-        on_topic = _next_sentence(response, nxt.end)
+        on_topic = _next_sentence(response, max(nxt.start, nxt.end - 1))
     if on_topic >= len(response):
         return unclear(source, "nothing follows the correction")
     return Boundaries(max(before), correction, on_topic, source=source, phrase=match.text,
