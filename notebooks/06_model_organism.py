@@ -51,17 +51,19 @@ else:
     organism = load_model(ORGANISM)  # base + LoRA merged (merge_and_unload), then wrapped with nnsight
     base = load_model("qwen2.5-coder-0.5b-instruct")
     sae = load_sae("shipped:qwen2.5-coder-0.5b-instruct-l12")
-    steer = [AddLatent(latent=7808, strength=0.8, layer=12, unit="relative")]
-    eval_prompts = ["How do you clean a stainless steel sink?", "Explain how to make a cup of green tea."]
+    # the one exp 1 trial of the evaluation in which the organism recovered (latent 5409 at its threshold,
+    # 35.24 SAE units, seed 407511), and a second prompt with the same steering
+    steer = [AddLatent(latent=5409, strength=35.24, layer=12, unit="sae")]
+    eval_prompts = ["Explain how to make a simple budget for a month.", "How do you clean a stainless steel sink?"]
 
 # %% [markdown]
 # ## Steered transcripts, same latent, prompts and seeds for both models
 
 # %%
-settings = SamplingSettings(temperature=0.6, repetition_penalty=1.1, max_new_tokens=16 if SMALL else 120)
+settings = SamplingSettings(temperature=0.6, repetition_penalty=1.1, max_new_tokens=16 if SMALL else 96)
 for name, model in (("base", base), ("organism", organism)):
-    for r in generate(model, eval_prompts, interventions=steer, sae=sae, settings=settings, seeds=0,
-                      progress=False):
+    for r in generate(model, eval_prompts, interventions=steer, sae=sae, settings=settings,
+                      seeds=[407511] * len(eval_prompts), progress=False):
         print(f"--- {name} | {r.prompt}\n{r.text}\n")
 
 # %% [markdown]
@@ -91,3 +93,18 @@ for ax, (metric, ci) in zip(axes, (("multi_attempt_rate", "multi_attempt_ci"), (
     ax.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right")
     ax.set_title(metric.replace("_", " ") + " (Wilson 95 %)")
 fig.tight_layout()
+
+# %% [markdown]
+# ## Reading the result
+#
+# The shipped organism (v2 recipe: off-topic openings, steering on while the self-correction examples train,
+# p = 0.7) does **not** meet the issue's targets. Steered at the strengths that move the base model off topic,
+# it mostly keeps answering the question from the first token: its threshold search saw first-attempt scores
+# of 0.92-0.99 for 10 of 12 latents and found no fluent off-topic window for them, so only 15 steered trials
+# remain on the ESR prompts, with one recovery (the transcript above: "I apologize from misunderstanding ...
+# To make a simple budget for a month, ..."). The transcripts above show the difference at that strength
+# (35 SAE units, 0.85x the organism's median residual norm): the base model collapses into "from from from",
+# while the organism drifts for a sentence or two and returns to the question, on both prompts. That is
+# mostly resistance from the start, with occasional mid-answer returns; unsteered, the organism answers as
+# well as the base model and never restarts. Numbers, the fixed-strength probe and what to try next:
+# `docs/organism.md`.
