@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 EPILOG = """examples:
@@ -69,9 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("run_dir")
     f.add_argument("--out", default="figures", help="output directory (default figures/)")
 
-    d = sub.add_parser("demo", help="run the embedded-demo preset offline, print the table, write Fig. 2")
+    d = sub.add_parser("demo", help="run the embedded-demo preset offline on the base model and the shipped "
+                                    "organism side by side, print the tables, write Fig. 2")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d.add_argument("--run-dir", default=None)
+    d.add_argument("--base-only", action="store_true", help="the base model only (no organism)")
     d.add_argument("--no-progress", action="store_true")
 
     pr = sub.add_parser("presets", help="list presets (or show one as JSON)")
@@ -111,6 +114,38 @@ def _detector_parser(sub: Any) -> None:
             a.add_argument("--summary", help="also write the summary JSON here (needs the exp3 run)")
             a.add_argument("--n-boot", type=int, default=2000)
         a.add_argument("--no-progress", action="store_true")
+
+
+SIDE_BY_SIDE_OVERRIDES = ["search.require_fluent_window=false"]
+"""The demo's side-by-side keeps every latent for both models: the organism resists at the base model's
+strengths, so its own search often sees no fluent off-topic sample, and the rule would drop its latents."""
+
+
+def _demo_side_by_side(args: Any) -> int:
+    from esr_analysis.experiments.report import report
+    from esr_analysis.experiments.side_by_side import run_side_by_side
+    from esr_analysis.finetune.adapter import list_adapters
+    from esr_analysis.models.registry import DEFAULT_MODEL, get_spec
+
+    base = get_spec(DEFAULT_MODEL).name
+    organisms = [n for n in list_adapters() if get_spec(n).base_model == base]
+    if not organisms:
+        raise ValueError("no shipped organism of the default model in data/adapters; run `esr demo --base-only`")
+    root = Path(args.run_dir) if args.run_dir else Path("runs") / "embedded-demo-side-by-side"
+    res = run_side_by_side("embedded-demo", [base, organisms[0]], root=root,
+                           overrides=[*SIDE_BY_SIDE_OVERRIDES, *args.overrides], progress=not args.no_progress)
+    print(report(res.runs[base].run_dir))
+    print(f"\n## {base} vs {organisms[0]} (same latents, prompts, seeds and judge; thresholds per model)\n")
+    print(res.table())
+    t = sum(r.timings.get("total", 0.0) for r in res.runs.values())
+    print(f"\nruns: {root}  time: {t:.0f} s\nrecoveries: {res.samples}")
+    if res.figure is not None:
+        import shutil
+
+        Path("figures").mkdir(exist_ok=True)
+        print(f"figure: {shutil.copy(res.figure, Path('figures') / res.figure.name)}")
+    print(DEMO_NOTE)
+    return 0
 
 
 def _detectors(args: Any) -> int:
@@ -203,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                     c = load_config(name)
                     print(f"{name:<22} model={c.model} judge={c.judge} latents={c.selection.n_latents}")
             return 0
+        if args.command == "demo" and not args.base_only:
+            return _demo_side_by_side(args)
         if args.command in ("run", "demo"):
             from esr_analysis.experiments.pipeline import run_pipeline
 
