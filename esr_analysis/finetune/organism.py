@@ -63,6 +63,7 @@ def steering_vectors(self_correction: Sequence[Example], sae: Any,
     strength ``r`` and median residual norm ``m`` at the layer, as :func:`esr_analysis.steering.generate`
     resolves ``AddLatent(unit="relative")``. ``ValueError`` names an example whose meta lacks them."""
     from esr_analysis.sae.sliced import SlicedSAE
+    from esr_analysis.steering.resolve import relative_to_sae_units
 
     keys: set[tuple[int, int, float]] = set()
     for e in self_correction:
@@ -76,7 +77,7 @@ def steering_vectors(self_correction: Sequence[Example], sae: Any,
     out: dict[tuple[int, int, float], Any] = {}
     for layer, latent, r in keys:
         d = dec.decoder_row(latent).float()
-        out[(layer, latent, r)] = r * median_norm * d / d.norm()
+        out[(layer, latent, r)] = relative_to_sae_units(r, median_norm, float(d.norm())) * d
     return out
 
 

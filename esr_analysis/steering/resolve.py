@@ -117,6 +117,12 @@ def validate(model: Any, rows: list[list[Any]], sae: Any, capture: LatentCapture
         check_latents(sae, capture.latents)
 
 
+def relative_to_sae_units(relative: float, median_norm: float, decoder_norm: float) -> float:
+    """SAE units ``s = r m / ||d||`` of relative strength ``r`` for a decoder row of norm ``||d||`` at a layer of
+    median residual norm ``m``, so that ``||s d|| = r m``."""
+    return relative * median_norm / decoder_norm
+
+
 def resolve_rows(model: Any, rows: list[list[Any]], sae: Any, median_norm: MedianNorm
                  ) -> tuple[list[list[ResolvedIntervention]], dict, dict]:
     """Resolve every row's interventions: ``(records, addends, ablations)``.
@@ -160,7 +166,7 @@ def resolve_rows(model: Any, rows: list[list[Any]], sae: Any, median_norm: Media
                     else:
                         if d_norm == 0.0:
                             raise ValueError(f"latent {iv.latent} has a zero decoder row; relative units undefined")
-                        s_sae = iv.strength * m / d_norm
+                        s_sae = relative_to_sae_units(iv.strength, m, d_norm)
                     rec = ResolvedIntervention(kind=iv.kind, layer=iv.layer, scope=iv.scope, latent=iv.latent,
                                                unit=iv.unit, strength_given=iv.strength, strength_sae=s_sae,
                                                strength_relative=abs(s_sae) * d_norm / m if m > 0 else None,
