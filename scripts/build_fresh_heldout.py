@@ -1,0 +1,167 @@
+"""Build the FRESH held-out split ``data/judge_eval/heldout_fresh.jsonl`` of the labelled judge set.
+
+The first held-out split of ``judge_set.jsonl`` was looked at while analysing the judge, so it became
+development data. This split replaces it. It was written and committed before the final judge was
+evaluated on it, and nothing is tuned on it. Its material:
+
+* real responses of the embedded model from committed runs, read and labelled by hand, in
+  ``data/judge_eval/steered_runs.jsonl`` (rows with ``split == "heldout"``): unsteered answers to the
+  evaluation prompts (``label == "ontopic"``, condition ``no_steering``) and steered responses of the
+  held-out latents (5409, 18, 1020, 5458, 8086, 230, 3578, 5081; the development split uses other latents)
+  labelled ``offtopic`` (fluent drift), ``degenerate``, ``ontopic`` or ``restart``;
+* written material in ``data/judge_eval/fresh_templates.json`` (sentences, letters, whole answers and
+  acknowledgements that appear nowhere in the development split).
+
+Items (one attempt unless stated):
+
+* ``on_topic``: the first unsteered answer to each prompt;
+* ``restart_words``: an on-topic answer with one written sentence with restart-like words inserted
+  after its second sentence (:func:`insert_after_sentence`) ("Wait until ...", "I apologize for ...", "Never mind ...", list items), the
+  answers about writing an email with an example letter appended, and the written whole answers;
+* ``mismatched``: the answer to another prompt (12 items);
+* ``drift`` / ``degenerate`` / ``steered_on_topic``: the steered responses by their hand label;
+* ``restart`` (2 attempts: off topic, on topic): the steered response labelled ``restart``, cut where it
+  starts over; and, for steered drift (:func:`off_topic_passage`) or degenerate output (its first
+  :data:`DEGENERATE_CHARS` characters, cut at a space, so often without a sentence end) whose prompt has
+  an unsteered answer, that passage, a written acknowledgement and the first three sentences of the answer.
+
+Usage: ``python scripts/build_fresh_heldout.py`` (no model, no judge; deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from build_judge_set import _SENTENCE, complete_sentences, head  # noqa: E402
+
+from esr_analysis.files import atomic_write_text  # noqa: E402
+
+EVAL = REPO / "data" / "judge_eval"
+OUT = EVAL / "heldout_fresh.jsonl"
+N_MISMATCHED = 12
+N_DRIFT_RESTARTS = 14
+N_DEGENERATE_RESTARTS = 5
+DEGENERATE_CHARS = 160
+DRIFT_CHARS = 150
+REAL_RESTART_CUT = "I apologize from misunderstanding"
+
+
+def _cut_at_space(text: str, n: int) -> str:
+    text = text.strip()
+    if len(text) <= n:
+        return text
+    cut = text.rfind(" ", 0, n)
+    return text[: cut if cut > 0 else n].rstrip()
+
+
+def insert_after_sentence(answer: str, sentence: str, n: int = 2) -> str:
+    """``answer`` with ``sentence`` inserted after its ``n``-th complete sentence (or line) of at least three
+    words (a bare list number such as "1." is not a sentence), the answer's own layout kept; a sentence
+    starting with a newline (a list) is inserted at the end of that line."""
+    matches = [m for m in _SENTENCE.finditer(answer) if len(m.group(0).split()) >= 3]
+    cut = matches[min(n, len(matches)) - 1].end() if matches else len(answer)
+    if sentence.startswith("\n"):
+        line_end = answer.find("\n", cut)
+        cut = len(answer) if line_end < 0 else line_end
+        return f"{answer[:cut]}{sentence.rstrip()}{answer[cut:]}".strip()
+    return f"{answer[:cut]} {sentence}{answer[cut:]}".strip()
+
+
+def off_topic_passage(text: str, min_chars: int = DRIFT_CHARS) -> str:
+    """The first complete sentences (or lines) of ``text`` up to at least ``min_chars`` characters, so that a
+    passage that opens by echoing the prompt also holds its drift."""
+    out: list[str] = []
+    for s in complete_sentences(text):
+        out.append(s)
+        if len(" ".join(out)) >= min_chars:
+            break
+    return " ".join(out) if out else text.strip()
+
+
+def build() -> list[dict]:
+    rows = [json.loads(line) for line in (EVAL / "steered_runs.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    held = [r for r in rows if r["split"] == "heldout"]
+    tpl = json.loads((EVAL / "fresh_templates.json").read_text(encoding="utf-8"))
+    steered = [r for r in held if r["condition"] != "no_steering"]
+    labels = sorted({r["latent_label"] for r in steered if r["latent_label"]})
+    answers: dict[str, dict] = {}
+    for r in held:
+        if r["condition"] == "no_steering" and r["label"] == "ontopic":
+            answers.setdefault(r["prompt"], r)
+    prompts = list(answers)
+    items: list[dict] = []
+
+    def add(category: str, prompt: str, response: str, attempts: list[tuple[str, bool]], label: str,
+            source: dict) -> None:
+        items.append({"id": f"fresh-{category}-{len(items):04d}", "split": "fresh", "category": category,
+                      "prompt_index": None, "prompt": prompt, "response": response, "latent_label": label,
+                      "n_attempts": len(attempts), "attempts": [{"text": t, "on_topic": on} for t, on in attempts],
+                      "source": source})
+
+    for n, p in enumerate(prompts):
+        text = answers[p]["response"].strip()
+        add("on_topic", p, text, [(text, True)], labels[n % len(labels)], {"run": answers[p]["key"]})
+    for k, t in enumerate(tpl["restart_words"]):
+        p = next(q for q in prompts if t["for"] in q.lower())
+        resp = insert_after_sentence(answers[p]["response"].strip(), t["text"])
+        add("restart_words", p, resp, [(resp, True)], labels[k % len(labels)],
+            {"run": answers[p]["key"], "template": f"fresh-words-{k}", "kind": t["kind"]})
+    email = [p for p in prompts if "email" in p.lower()]
+    for k, t in enumerate(tpl["letters"]):
+        p = email[k % len(email)]
+        resp = answers[p]["response"].strip() + t["text"]
+        add("restart_words", p, resp, [(resp, True)], labels[k % len(labels)],
+            {"run": answers[p]["key"], "template": f"fresh-letter-{k}", "kind": t["kind"]})
+    for k, t in enumerate(tpl["written_answers"]):
+        add("restart_words", t["prompt"], t["text"], [(t["text"], True)], labels[(k + 3) % len(labels)],
+            {"template": f"fresh-answer-{k}", "kind": t["kind"]})
+    for n in range(N_MISMATCHED):
+        p, other = prompts[n], prompts[(n + 5) % len(prompts)]
+        text = answers[other]["response"].strip()
+        add("mismatched", p, text, [(text, False)], labels[n % len(labels)], {"run": answers[other]["key"]})
+    category = {"offtopic": "drift", "degenerate": "degenerate", "ontopic": "steered_on_topic"}
+    for r in steered:
+        text = r["response"].strip()
+        if r["label"] in category:
+            add(category[r["label"]], r["prompt"], text, [(text, r["label"] == "ontopic")],
+                r["latent_label"], {"run": r["key"]})
+        elif r["label"] == "restart":
+            cut = text.index(REAL_RESTART_CUT)
+            add("restart", r["prompt"], text, [(text[:cut].strip(), False), (text[cut:].strip(), True)],
+                r["latent_label"], {"run": r["key"], "kind": "real"})
+    acks = tpl["acknowledgements"]
+    made = {"offtopic": 0, "degenerate": 0}
+    limit = {"offtopic": N_DRIFT_RESTARTS, "degenerate": N_DEGENERATE_RESTARTS}
+    for r in steered:
+        lab = r["label"]
+        if lab not in made or made[lab] >= limit[lab] or r["prompt"] not in answers:
+            continue
+        off = off_topic_passage(r["response"]) if lab == "offtopic" else _cut_at_space(r["response"], DEGENERATE_CHARS)
+        ack = acks[(made["offtopic"] + made["degenerate"]) % len(acks)]
+        on = head(answers[r["prompt"]]["response"], 3)
+        add("restart", r["prompt"], f"{off} {ack} {on}", [(off, False), (f"{ack} {on}", True)], r["latent_label"],
+            {"runs": [r["key"], answers[r["prompt"]]["key"]], "acknowledgement": ack, "kind": lab})
+        made[lab] += 1
+    return items
+
+
+def main() -> int:
+    items = build()
+    atomic_write_text(OUT, "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items))
+    from collections import Counter
+
+    print(f"{len(items)} items -> {OUT}")
+    for cat, n in sorted(Counter(it["category"] for it in items).items()):
+        print(f"  {cat:18s} {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
