@@ -27,9 +27,13 @@ Two stages, both resumable and both writing atomically:
 
    Every item stores its attempts' texts and on-topic flags, its split and its sources.
 
-The split is **prompt-level**: prompt ``i`` (0-based line number) is held out iff ``i % 3 == 2``; templates
-are split the same way (held-out templates are used only with held-out prompts), so nothing about a
-held-out item is seen when tuning.
+Every item of this file is **development data** (``split == "train"``). The prompt-level held-out split it
+first had (prompt ``i`` with ``i % 3 == 2``, with its own templates) was looked at while analysing the
+judge, so its items moved to the development split (they carry ``source.was_heldout``). The development
+split also holds the real steered responses of the development latents (1618, 7808, 1649, 6311 and the
+regime study's latent 115) labelled in ``data/judge_eval/steered_runs.jsonl`` (``drift`` /
+``degenerate`` / ``steered_on_topic``). The held-out split is now ``data/judge_eval/heldout_fresh.jsonl``
+(``scripts/build_fresh_heldout.py``), written before the final judge was evaluated.
 
 Usage: ``python scripts/build_judge_set.py generate`` then ``python scripts/build_judge_set.py assemble``.
 """
@@ -199,7 +203,8 @@ def assemble() -> None:
     items: list[dict] = []
 
     def add(category: str, i: int, response: str, attempts: list[tuple[str, bool]], label: str, source: dict) -> None:
-        items.append({"id": f"{category}-{len(items):04d}", "split": "heldout" if is_heldout(i) else "train",
+        source = {**source, "was_heldout": True} if is_heldout(i) else source
+        items.append({"id": f"{category}-{len(items):04d}", "split": "train",
                       "category": category, "prompt_index": i, "prompt": prompts[i], "response": response,
                       "latent_label": label, "n_attempts": len(attempts),
                       "attempts": [{"text": t, "on_topic": on} for t, on in attempts], "source": source})
@@ -249,6 +254,15 @@ def assemble() -> None:
                     add("drift", i, text, [(text, False)], g["latent_label"], {"generation": key})
                 elif lab == "ontopic":
                     add("steered_on_topic", i, text, [(text, True)], g["latent_label"], {"generation": key})
+    category = {"offtopic": "drift", "degenerate": "degenerate", "ontopic": "steered_on_topic"}
+    for r in read_jsonl(OUT / "steered_runs.jsonl"):  # real steered text of the development latents
+        if r["split"] == "train" and r["label"] in category:
+            text = r["response"].strip()
+            items.append({"id": f"{category[r['label']]}-{len(items):04d}", "split": "train",
+                          "category": category[r["label"]], "prompt_index": None, "prompt": r["prompt"],
+                          "response": text, "latent_label": r["latent_label"] or labels.get(r["latent"], ""), "n_attempts": 1,
+                          "attempts": [{"text": text, "on_topic": r["label"] == "ontopic"}],
+                          "source": {"run": r["key"]}})
     body = "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items)
     atomic_write_text(OUT / "judge_set.jsonl", body)
     from collections import Counter

@@ -89,10 +89,39 @@ def test_tokenizer_ids_are_counted():
 
 def test_as_dict_is_json_ready():
     d = fluency_measures(PROSE).as_dict()
-    assert set(d) == {"repetition_rate", "distinct_2", "compression_ratio", "degenerate", "n_tokens", "word_share"}
+    assert set(d) == {"repetition_rate", "distinct_2", "compression_ratio", "degenerate", "n_tokens", "word_share",
+                      "doubled_words", "doubled_word_rate"}
     json.dumps(d)
 
 
 def test_bad_input_fails_clearly():
     with pytest.raises(TypeError, match="needs a str"):
         fluency_measures(None)  # type: ignore[arg-type]
+
+
+def test_doubled_words_counts_adjacent_repeats_independently():
+    text = "Then it must must be be checked, a a test (single letters do not count); The the end."
+    words = [w.lower() for w in text.replace(",", " ").replace(";", " ").replace("(", " ").replace(")", " ")
+             .replace(".", " ").split()]
+    expected = sum(1 for a, b in zip(words, words[1:]) if a == b and len(a) > 1)
+    assert expected == 3
+    m = fluency_measures(text)
+    assert m.doubled_words == 3
+    assert m.doubled_word_rate == pytest.approx(3 / len(words))
+
+
+@pytest.mark.parametrize(
+    ("text", "degenerate"),
+    [
+        # grammar collapse with short doubled runs (no run of 5, no 4-gram loop)
+        ("To fix the shelf, be attached to the wall to be be held and be be measured before the be installed "
+         "at the right height so it can be be level.", True),
+        ("Pour the soup into bowls, fit fit the lids, and store them for later use in the fridge.", False),
+        # one stray doubled word in fluent prose is not degenerate
+        ("Rinse the rice until the water runs clear. Use the the same pot to cook it, with a tight lid, on low "
+         "heat for twelve minutes, then let it rest.", False),
+        ("Preheat the oven. Mix the flour and sugar, add the eggs, then bake for twenty minutes.", False),
+    ],
+)
+def test_doubled_word_rule(text: str, degenerate: bool):
+    assert fluency_measures(text).degenerate is degenerate

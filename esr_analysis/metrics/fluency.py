@@ -18,16 +18,22 @@ Definitions
   reads it for texts of at least :data:`COMPRESSION_MIN_BYTES` bytes.
 * **word_share**: the share of tokens that contain a letter (default tokenizer only; 1.0 with a
   tokenizer). Runs of markdown fences or symbols have a low word share.
+* **doubled_words**: the number of places where a word (lower-cased, letters only, at least 2 letters)
+  directly repeats the previous one ("to be be processed"); **doubled_word_rate** that number over the
+  text's words. Fluent prose almost never doubles a word; the grammar collapse of steered text ("be be",
+  "fit fit") does it often, in runs shorter than the paper's 5.
 * **degenerate** (:func:`is_degenerate`): any of
 
   - the paper's degraded rule (:func:`esr_analysis.metrics.definitions.is_degraded`: >= 5 identical
     consecutive words longer than 1 character), on the raw text or on its lower-cased words;
   - with at least :data:`MIN_TOKENS` tokens: ``repetition_rate >= REPETITION_MAX``,
     ``distinct_2 < DISTINCT_2_MIN`` or ``word_share < WORD_SHARE_MIN``;
-  - with at least :data:`COMPRESSION_MIN_BYTES` bytes: ``compression_ratio > COMPRESSION_MAX``.
+  - with at least :data:`COMPRESSION_MIN_BYTES` bytes: ``compression_ratio > COMPRESSION_MAX``;
+  - ``doubled_words >= DOUBLED_MIN`` and ``doubled_word_rate >= DOUBLED_RATE_MIN`` (fluency-v2).
 
 The thresholds are module constants (recorded in :data:`FLUENCY_VERSION`); they were checked against
-the labelled judge set's training split (``data/judge_eval``), never its held-out split.
+the labelled judge set's development split (``data/judge_eval/judge_set.jsonl``), never its held-out
+split.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Any
 
 from esr_analysis.metrics.definitions import DEGRADED_MIN_RUN, is_degraded
 
-FLUENCY_VERSION = "fluency-v1"
+FLUENCY_VERSION = "fluency-v2"
 REPEAT_N = 4
 MIN_TOKENS = 12
 REPETITION_MAX = 0.5
@@ -48,10 +54,13 @@ DISTINCT_2_MIN = 0.4
 WORD_SHARE_MIN = 0.3
 COMPRESSION_MIN_BYTES = 200
 COMPRESSION_MAX = 3.0
+DOUBLED_MIN = 2
+DOUBLED_RATE_MIN = 0.02
 
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _LETTER = re.compile(r"[^\W\d_]")
+_ALPHA_WORD = re.compile(r"[^\W\d_]+")
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,8 @@ class FluencyMeasures:
     degenerate: bool
     n_tokens: int = 0
     word_share: float = 1.0
+    doubled_words: int = 0
+    doubled_word_rate: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The measures as a JSON-ready dict (floats rounded to 4 digits)."""
@@ -98,6 +109,14 @@ def distinct_n(tokens: Sequence[Any], n: int = 2) -> float:
     return len(set(grams)) / len(grams) if grams else 1.0
 
 
+def doubled_words(text: str) -> tuple[int, int]:
+    """``(doubled, words)``: how many words (lower-cased letter runs of at least 2 letters among all letter
+    runs) directly repeat the previous word, and how many letter runs the text has."""
+    words = [w.lower() for w in _ALPHA_WORD.findall(text)]
+    doubled = sum(1 for a, b in zip(words, words[1:], strict=False) if a == b and len(a) > 1)
+    return doubled, len(words)
+
+
 def compression_ratio(text: str) -> float:
     """UTF-8 bytes over ``zlib`` (level 9) compressed bytes; 0.0 for the empty text."""
     raw = text.encode("utf-8")
@@ -120,8 +139,11 @@ def fluency_measures(text: str, tokenizer: Any = None) -> FluencyMeasures:
         word_share = sum(1 for t in tokens if _LETTER.search(t)) / len(tokens)
     else:
         word_share = 1.0
+    doubled, n_words = doubled_words(text)
+    doubled_rate = doubled / n_words if n_words else 0.0
     degenerate = (
-        is_degraded(text, DEGRADED_MIN_RUN)
+        (doubled >= DOUBLED_MIN and doubled_rate >= DOUBLED_RATE_MIN)
+        or is_degraded(text, DEGRADED_MIN_RUN)
         or is_degraded(" ".join(w.lower() for w in _WORD.findall(text)), DEGRADED_MIN_RUN)
         or (
             len(tokens) >= MIN_TOKENS
@@ -136,6 +158,8 @@ def fluency_measures(text: str, tokenizer: Any = None) -> FluencyMeasures:
         degenerate=bool(degenerate),
         n_tokens=len(tokens),
         word_share=word_share,
+        doubled_words=doubled,
+        doubled_word_rate=doubled_rate,
     )
 
 
