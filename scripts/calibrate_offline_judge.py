@@ -3,15 +3,18 @@
 Reads ``data/judge_eval/judge_set.jsonl`` (built by ``scripts/build_judge_set.py``), keeps the items of the
 ``train`` split only (the held-out split is never read here), and takes every labelled attempt (the
 item's true attempts, each on topic or not) as one example. Its features
-(:func:`esr_analysis.judge.offline.attempt_features`: MiniLM cosine to the prompt and to the latent label,
-repetition rate, distinct-2, word share) feed two class-balanced logistic models of ``P(on-topic)``:
+(:func:`esr_analysis.judge.offline.attempt_features`: MiniLM cosine to the prompt, to the prompt without
+the prompt's own words and to the latent label, the off-topic word share, repetition rate, distinct-2,
+word share) feed two class-balanced logistic models of ``P(on-topic)``:
 
-* ``prompt_only``: ``cos_prompt`` and the fluency features (used when no latent label is given);
+* ``prompt_only``: ``cos_prompt``, ``cos_noecho``, ``off_topic_word_share`` and the fluency features (used
+  when no latent label is given);
 * ``with_label``: the same plus ``cos_label``.
 
-Candidate signals are compared by their training AUC (on-topic vs not, attempt level) and written with the
-coefficients to ``data/judge_calibration/offline_calibration.json``. The held-out numbers come from
-``scripts/evaluate_judge.py``.
+Candidate signals are compared by their training AUC and by a 5-fold cross-validated AUC with the folds
+split by prompt (on-topic vs not, attempt level; also on-topic vs the ``drift`` items alone), and written
+with the coefficients to ``data/judge_calibration/offline_calibration.json``. The held-out numbers come
+from ``scripts/evaluate_judge.py``.
 
 Usage: ``python scripts/calibrate_offline_judge.py [--out PATH]``
 """
@@ -35,47 +38,67 @@ from esr_analysis.judge.offline import (  # noqa: E402
     EMBEDDING_MODEL,
     attempt_features,
     embed_texts,
+    embedding_inputs,
     load_embedder,
+    relevance_features,
 )
-from esr_analysis.judge.restart import strip_restart_language  # noqa: E402
 
 JUDGE_SET = REPO / "data" / "judge_eval" / "judge_set.jsonl"
 OUT = REPO / "data" / "judge_calibration" / "offline_calibration.json"
 FLUENCY = ["repetition_rate", "distinct_2", "word_share"]
-MODELS = {"prompt_only": ["cos_prompt", *FLUENCY], "with_label": ["cos_prompt", "cos_label", *FLUENCY]}
+RELEVANCE = ["cos_prompt", "cos_noecho", "off_topic_word_share"]
+MODELS = {"prompt_only": [*RELEVANCE, *FLUENCY], "with_label": [*RELEVANCE, "cos_label", *FLUENCY]}
 CANDIDATES = {
     "cos_prompt": ["cos_prompt"],
     "cos_prompt+cos_label": ["cos_prompt", "cos_label"],
-    "cos_prompt+fluency": MODELS["prompt_only"],
-    "cos_prompt+cos_label+fluency": MODELS["with_label"],
+    "cos_prompt+fluency": ["cos_prompt", *FLUENCY],
+    "cos_prompt+cos_noecho": ["cos_prompt", "cos_noecho"],
+    "cos_prompt+off_topic_word_share": ["cos_prompt", "off_topic_word_share"],
+    "relevance": RELEVANCE,
+    "relevance+fluency (prompt_only)": MODELS["prompt_only"],
+    "relevance+cos_label+fluency (with_label)": MODELS["with_label"],
 }
+FOLDS = 5
 
 
-def training_examples() -> tuple[list[dict], list[float]]:
-    """Feature dicts and targets of every attempt of the train split."""
+def training_examples() -> tuple[list[dict], list[float], list[str], list[str]]:
+    """Feature dicts, targets, prompts and categories of every attempt of the train split."""
     items = [json.loads(line) for line in JUDGE_SET.read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [it for it in items if it["split"] == "train"]
     rows = [(it, a) for it in train for a in it["attempts"]]
-    texts = {t for it, a in rows for t in (it["prompt"], it["latent_label"], strip_restart_language(a["text"]) or a["text"])}
-    ordered = sorted(texts)
+    ordered = sorted({t for it, a in rows for t in embedding_inputs(it["prompt"], it["latent_label"], a["text"])})
     emb = embed_texts(load_embedder(), ordered)
     vec = {t: emb[i] for i, t in enumerate(ordered)}
-    feats, targets = [], []
-    for it, a in rows:
-        content = strip_restart_language(a["text"]) or a["text"]
-        cos_p = float(vec[it["prompt"]] @ vec[content])
-        cos_l = float(vec[it["latent_label"]] @ vec[content])
-        feats.append(attempt_features(cos_p, cos_l, a["text"]))
-        targets.append(1.0 if a["on_topic"] else 0.0)
-    return feats, targets
+    feats = [attempt_features(relevance_features(vec, it["prompt"], it["latent_label"], a["text"]), a["text"])
+             for it, a in rows]
+    targets = [1.0 if a["on_topic"] else 0.0 for _, a in rows]
+    return feats, targets, [it["prompt"] for it, _ in rows], [it["category"] for it, _ in rows]
+
+
+def _matrix(feats: list[dict], names: list[str]) -> np.ndarray:
+    return np.array([[float(f[n]) for n in names] for f in feats])
 
 
 def fit(feats: list[dict], targets: list[float], names: list[str]) -> tuple[dict, float]:
-    x = np.array([[float(f[n]) for n in names] for f in feats])
-    y = np.array(targets)
-    b0, b = fit_logistic(x, y, balance=True, l2=0.1)
+    x = _matrix(feats, names)
+    b0, b = fit_logistic(x, np.array(targets), balance=True, l2=0.1)
     auc = roc_auc(sigmoid(b0 + x @ b).tolist(), targets)
     return {"features": names, "intercept": round(float(b0), 6), "coef": [round(float(c), 6) for c in b]}, auc
+
+
+def cross_validated(feats: list[dict], targets: list[float], prompts: list[str], cats: list[str],
+                    names: list[str]) -> dict[str, float]:
+    """Out-of-fold AUCs with :data:`FOLDS` folds split by prompt: all attempts, and on-topic vs drift."""
+    order = sorted(set(prompts))
+    fold = np.array([order.index(p) % FOLDS for p in prompts])
+    x, y = _matrix(feats, names), np.array(targets)
+    out = np.zeros(len(y))
+    for k in range(FOLDS):
+        b0, b = fit_logistic(x[fold != k], y[fold != k], balance=True, l2=0.1)
+        out[fold == k] = sigmoid(b0 + x[fold == k] @ b)
+    keep = [i for i, c in enumerate(cats) if y[i] == 1 or c == "drift"]
+    return {"auc": round(roc_auc(out.tolist(), targets), 4),
+            "auc_on_vs_drift": round(roc_auc(out[keep].tolist(), y[keep].tolist()), 4)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,14 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     if not JUDGE_SET.is_file():
         raise SystemExit(f"{JUDGE_SET} is missing: run `python scripts/build_judge_set.py generate` and "
                          "`python scripts/build_judge_set.py assemble` first")
-    feats, targets = training_examples()
-    candidates = {name: round(fit(feats, targets, cols)[1], 4) for name, cols in CANDIDATES.items()}
+    feats, targets, prompts, cats = training_examples()
+    candidates = {name: {"train_auc": round(fit(feats, targets, cols)[1], 4),
+                         **cross_validated(feats, targets, prompts, cats, cols)} for name, cols in CANDIDATES.items()}
     models, train_auc = {}, {}
     for name, cols in MODELS.items():
         models[name], auc = fit(feats, targets, cols)
         train_auc[name] = round(auc, 4)
     result = {
-        "version": "offline-calibration-v2",
+        "version": "offline-calibration-v3",
         "embedding_model": EMBEDDING_MODEL,
         "data": str(JUDGE_SET.relative_to(REPO)),
         "data_sha256": hashlib.sha256(JUDGE_SET.read_bytes()).hexdigest(),

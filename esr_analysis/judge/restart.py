@@ -1,9 +1,11 @@
-"""Restart language (v2): strong restart phrases that start a new attempt, and weak markers that never do alone.
+"""Restart language (v4): strong restart phrases that start a new attempt, and weak markers that never do alone.
 
 A **strong restart phrase** (:data:`RESTART_PATTERNS`, case-insensitive regular expressions) says that the
 writer abandons what came before and starts over, and it must **begin a sentence** (after ``.``, ``!``,
-``?``, ``…``, ``:``, ``;``, a newline or a closing quote/bracket, optionally after markdown ``*``/``_``/``#``),
-possibly after lead-in interjections ("Oh,", "Hmm,", "Sorry,", "Actually,", "Anyway,", "Okay,", "Wait,",
+``?``, ``…``, ``:``, ``;``, a newline or a closing quote/bracket, optionally after markdown ``*``/``_``/``#``;
+or, since v4, with a capital letter after a space, because degenerate steered text often has no end mark
+before the model starts over: "... enforcement, and review enforce Let me try that again."; the pronoun
+"I" does not count as a capital), possibly after lead-in interjections ("Oh,", "Hmm,", "Sorry,", "Actually,", "Anyway,", "Okay,", "Wait,",
 "Hold on,", "I apologize,", "Never mind that,", ...; a lead-in alone is only a weak marker). The
 set covers
 
@@ -13,7 +15,8 @@ set covers
   "let me correct myself", "I'd like to revise my answer", "Correction:", "Scratch that", "Ignore what I
   said", "Just kidding";
 * admissions: "I made a mistake", "I misspoke", "I got that wrong", "My mistake", "Sorry, I got off track",
-  "I apologize for the confusion", "That's not what you asked", "That was off-topic", "I drifted away from
+  "I apologize for the confusion", "That's not what you asked / wanted / meant", "That doesn't answer your
+  question", "That was off-topic", "I drifted away from
   the topic", "That has nothing to do with your question";
 * returning to the question: "Actually, let me answer your question", "Back to your question",
   "To actually answer your question", "Let me get back on track".
@@ -26,7 +29,8 @@ they never split on their own. The offline judge splits at a weak marker only wh
 there (:mod:`esr_analysis.judge.offline`); restart gating of LLM judges uses strong phrases only.
 
 An **attempt boundary** is placed at the start of the sentence that contains the phrase (its lead-in
-included), so "Apple! No, wait! Orange" splits into "Apple!" and "No, wait! Orange". Restart language at
+included), so "Apple! No, wait! Orange" splits into "Apple!" and "No, wait! Orange"; a phrase that begins
+a sentence without an end mark before it (the capital rule) starts its attempt itself. Restart language at
 the very start of a text (nothing before its sentence) creates no boundary.
 """
 
@@ -35,9 +39,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-RESTART_VERSION = "restart-v3"
+RESTART_VERSION = "restart-v4"
 
 _SENT = r"(?:^|(?<=[.!?…\n:;\"“”)\]]))[\s*_#>]*"  # a sentence start, markdown emphasis allowed
+_END_MARKS = ".!?…\n:;\"“”)]"
+# v4: a capitalised phrase after a space also begins a sentence (degenerate text often lacks end marks);
+# the pronoun "I" is not taken as a capital (it is capitalised mid-sentence too)
+_CAP_START = r"(?<=\s)(?=(?-i:[A-Z]))(?!i\b)"
 _LEAD = (
     r"(?:(?:oh|no|hmm+|um+|uh+|ah+|okay|ok|well|sorry|actually|anyway|anyways|whoops|oops|but|wait|hold on|"
     r"hang on|i apologi[sz]e|never ?mind(?: that)?|(?:my )?apologies)\s*[,!.…—–-]*\s+)*"
@@ -69,8 +77,10 @@ _STRONG_BODIES: tuple[str, ...] = (
     r"i(?:'m| am) (?:getting|going|drifting) (?:off[- ]?(?:track|topic)|sidetracked)\b",
     r"i (?:made a mistake|misspoke|got (?:that|this|it) wrong)(?: (?:there|above|earlier|here))?\s*[.!,:;—–-]",
     r"my (?:mistake|bad)\s*[.!,:;—–-]",
-    r"that(?:'s| is| was)(?: not|n't) (?:what you asked(?: for| about)?|relevant(?: to your question)?|"
-    r"related to your question|the answer to your question)\b",
+    r"that(?:'s| is| was)(?: not|n't) (?:what you (?:asked|wanted|meant|were asking|were looking|needed)"
+    r"(?: for| about)?|relevant(?: to your question)?|related to (?:your question|what you asked)|"
+    r"the answer to your question)\b",
+    r"(?:that|this|it) (?:does not|doesn't|did not|didn't) answer (?:your|the|what you)\b",
     r"that(?:'s| is| was) (?:off[- ]topic|irrelevant|a tangent|unrelated to your question)\b",
     r"(?:correction|to correct myself)\s*:",
     r"scratch that\b",
@@ -80,8 +90,11 @@ _STRONG_BODIES: tuple[str, ...] = (
     r"i(?:'d| would) like to (?:revise|correct|change|fix|redo) my (?:answer|response)\b",
 )
 
-RESTART_PATTERNS: tuple[str, ...] = tuple(_SENT + _LEAD + body for body in _STRONG_BODIES)
-"""Strong restart phrases: each body must begin a sentence, after optional lead-in interjections."""
+RESTART_PATTERNS: tuple[str, ...] = tuple(
+    f"(?:{_SENT}|{_CAP_START})" + _LEAD + body for body in _STRONG_BODIES
+)
+"""Strong restart phrases: each body must begin a sentence (after an end mark, or capitalised after a
+space), after optional lead-in interjections."""
 
 WEAK_PATTERNS: tuple[str, ...] = tuple(
     _SENT + body
@@ -160,7 +173,9 @@ def sentence_start(text: str, pos: int) -> int:
 def _offsets(text: str, matches: list[RestartMatch]) -> list[int]:
     out: list[int] = []
     for m in matches:
-        b = sentence_start(text, m.start)
+        before = text[: m.start].rstrip(" \t*_#>")
+        # a phrase that begins a sentence without an end mark before it starts its attempt itself
+        b = sentence_start(text, m.start) if not before or before[-1] in _END_MARKS else m.start
         if text[:b].strip() and (not out or b > out[-1]):
             out.append(b)
     return out
