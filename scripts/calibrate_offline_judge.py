@@ -7,8 +7,8 @@ item's true attempts, each on topic or not) as one example. Its features
 the prompt's own words and to the latent label, the off-topic word share, repetition rate, distinct-2,
 word share) feed two class-balanced logistic models of ``P(on-topic)``:
 
-* ``prompt_only``: ``cos_prompt``, ``cos_noecho``, ``off_topic_word_share`` and the fluency features (used
-  when no latent label is given);
+* ``prompt_only``: ``cos_prompt``, ``cos_noecho``, ``off_topic_word_share``, ``repetition_rate`` and
+  ``distinct_2`` (used when no latent label is given);
 * ``with_label``: the same plus ``cos_label``.
 
 Candidate signals are compared by their training AUC and by a 5-fold cross-validated AUC with the folds
@@ -45,13 +45,17 @@ from esr_analysis.judge.offline import (  # noqa: E402
 
 JUDGE_SET = REPO / "data" / "judge_eval" / "judge_set.jsonl"
 OUT = REPO / "data" / "judge_calibration" / "offline_calibration.json"
-FLUENCY = ["repetition_rate", "distinct_2", "word_share"]
+# word_share is left out of the models: on the development split its fitted sign was negative (markdown
+# lists of on-topic answers have a lower word share than fluent drift), the opposite of what it measures;
+# symbol runs are handled by the degenerate cap instead
+FLUENCY = ["repetition_rate", "distinct_2"]
 RELEVANCE = ["cos_prompt", "cos_noecho", "off_topic_word_share"]
 MODELS = {"prompt_only": [*RELEVANCE, *FLUENCY], "with_label": [*RELEVANCE, "cos_label", *FLUENCY]}
 CANDIDATES = {
     "cos_prompt": ["cos_prompt"],
     "cos_prompt+cos_label": ["cos_prompt", "cos_label"],
     "cos_prompt+fluency": ["cos_prompt", *FLUENCY],
+    "relevance+fluency+word_share": [*RELEVANCE, *FLUENCY, "word_share"],
     "cos_prompt+cos_noecho": ["cos_prompt", "cos_noecho"],
     "cos_prompt+off_topic_word_share": ["cos_prompt", "off_topic_word_share"],
     "relevance": RELEVANCE,

@@ -1,7 +1,14 @@
 """Evaluate the offline judge on the labelled judge set; write ``data/results/judge_offline_v2.json``.
 
-Grades every item of ``data/judge_eval/judge_set.jsonl`` with ``make_judge("offline")`` and reports, per
-split (``heldout`` is the one that counts; ``train`` was used to fit the calibration):
+Grades the items of the two splits with ``make_judge("offline")`` and reports, per split:
+
+* ``heldout``: the FRESH held-out split ``data/judge_eval/heldout_fresh.jsonl``
+  (``scripts/build_fresh_heldout.py``), written before the final judge was evaluated; the one that counts;
+* ``dev``: the development split ``data/judge_eval/judge_set.jsonl`` (its items are all ``train``: the
+  calibration is fit on it and the judge's rules were analysed on it, including the first held-out split,
+  which was looked at and so became development data).
+
+Measures:
 
 * ``attempt_count_accuracy``: share of items whose number of attempts equals the labelled number;
 * ``false_split_rate``: share of ``restart_words`` items (on-topic answers with restart-like words, one
@@ -13,7 +20,8 @@ split (``heldout`` is the one that counts; ``train`` was used to fit the calibra
   ``restart_esr_rate`` the share of them whose last score beats the first (an ESR episode);
 * ``mean_first_score`` per category; the targets and whether each is met.
 
-Usage: ``python scripts/evaluate_judge.py [--out PATH]``
+Usage: ``python scripts/evaluate_judge.py [--out PATH]``; ``--dev-only`` grades the development split only
+and writes nothing (for work on the judge, which must never look at the held-out split).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from esr_analysis.judge.calibration import roc_auc  # noqa: E402
 from esr_analysis.judge.offline import OFFLINE_VERSION  # noqa: E402
 
 JUDGE_SET = REPO / "data" / "judge_eval" / "judge_set.jsonl"
+HELDOUT = REPO / "data" / "judge_eval" / "heldout_fresh.jsonl"
 OUT = REPO / "data" / "results" / "judge_offline_v2.json"
 ON = ("on_topic", "restart_words", "steered_on_topic")
 OFF = ("mismatched", "drift")
@@ -46,6 +55,11 @@ TARGETS = {
 
 def _rate(flags: list[bool]) -> float | None:
     return round(sum(flags) / len(flags), 4) if flags else None
+
+
+def _auc(pairs: list[tuple[float, int]]) -> float | None:
+    ys = {y for _, y in pairs}
+    return round(roc_auc([x for x, _ in pairs], [y for _, y in pairs]), 4) if ys == {0, 1} else None
 
 
 def metrics(items: list[dict], grades: list) -> dict:
@@ -62,6 +76,8 @@ def metrics(items: list[dict], grades: list) -> dict:
         "false_split_rate": _rate([len(s) > 1 for it, s in rows if it["category"] == "restart_words"]),
         "false_split_rate_on_topic": _rate([len(s) > 1 for it, s in rows if it["category"] == "on_topic"]),
         "auc_on_vs_off": round(roc_auc([x for x, _ in on_off], [y for _, y in on_off]), 4) if on_off else None,
+        "auc_on_vs_drift": _auc([(x, y) for (x, y), (it, _) in zip(on_off, [r for r in rows if r[0]["category"] in ON + OFF],
+                                                                  strict=True) if it["category"] != "mismatched"]),
         "degenerate_mean_score": round(statistics.mean(by_cat["degenerate"]), 2) if "degenerate" in by_cat else None,
         "restart_recall": _rate([len(s) == 2 for _, s in restarts]),
         "restart_recall_weak_acknowledgement": _rate(
@@ -77,50 +93,61 @@ def metrics(items: list[dict], grades: list) -> dict:
     return out
 
 
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _errors(items: list[dict], grades: list) -> list[dict]:
+    return [
+        {"id": it["id"], "category": it["category"], "n_attempts": it["n_attempts"],
+         "got": [[a.text[:80], a.score] for a in g.attempts]}
+        for it, g in zip(items, grades, strict=True)
+        if len(g.attempts) != it["n_attempts"]
+        or (it["category"] == "degenerate" and g.attempts and (g.attempts[0].score or 0) > 30)
+        or (it["category"] in OFF and g.attempts and (g.attempts[0].score or 0) > 50)
+        or (it["category"] in ON and g.attempts and (g.attempts[0].score or 0) < 50)
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--dev-only", action="store_true", help="grade the development split only; write nothing")
     args = parser.parse_args(argv)
-    items = [json.loads(line) for line in JUDGE_SET.read_text(encoding="utf-8").splitlines() if line.strip()]
     judge = make_judge("offline")
-    grades = judge.grade_sync([GradeRequest(prompt=it["prompt"], response=it["response"],
-                                            latent_label=it["latent_label"]) for it in items])
+    splits = {"dev": _read(JUDGE_SET)} if args.dev_only else {"heldout": _read(HELDOUT), "dev": _read(JUDGE_SET)}
+    graded = {
+        name: judge.grade_sync([GradeRequest(prompt=it["prompt"], response=it["response"],
+                                             latent_label=it["latent_label"]) for it in items])
+        for name, items in splits.items()
+    }
     result = {
         "judge": OFFLINE_VERSION,
         "judge_id": judge.judge_id,
         "rubric_hash": judge.rubric_hash,
-        "data": str(JUDGE_SET.relative_to(REPO)),
+        "data": {"heldout": str(HELDOUT.relative_to(REPO)), "dev": str(JUDGE_SET.relative_to(REPO))},
         "targets": {k: f"{op} {t}" for k, (op, t) in TARGETS.items()},
-        "splits": {
-            split: metrics([it for it in items if it["split"] == split],
-                           [g for it, g in zip(items, grades, strict=True) if it["split"] == split])
-            for split in ("heldout", "train")
-        },
-        "errors_heldout": [
-            {"id": it["id"], "category": it["category"], "n_attempts": it["n_attempts"],
-             "got": [[a.text[:80], a.score] for a in g.attempts]}
-            for it, g in zip(items, grades, strict=True)
-            if it["split"] == "heldout" and (
-                len(g.attempts) != it["n_attempts"]
-                or (it["category"] == "degenerate" and g.attempts and (g.attempts[0].score or 0) > 30)
-            )
-        ],
+        "splits": {name: metrics(splits[name], graded[name]) for name in splits},
+        "errors": {name: _errors(splits[name], graded[name]) for name in splits},
         "command": "python scripts/evaluate_judge.py",
     }
-    atomic_write_json(args.out, result)
     print(json.dumps(result["splits"], indent=2))
+    if args.dev_only:
+        print(json.dumps(result["errors"]["dev"], indent=1))
+        return 0
+    atomic_write_json(args.out, result)
     print(markdown_table(result))
     return 0
 
 
 def markdown_table(result: dict) -> str:
-    """The held-out table (with the train split for reference) as markdown."""
-    held, train = result["splits"]["heldout"], result["splits"]["train"]
-    lines = ["| measure | held-out | train | target | met (held-out) |", "|---|---|---|---|---|"]
+    """The held-out table (with the development split for reference) as markdown."""
+    held, train = result["splits"]["heldout"], result["splits"]["dev"]
+    lines = ["| measure | fresh held-out | development | target | met (held-out) |", "|---|---|---|---|---|"]
     for key in ("attempt_count_accuracy", "false_split_rate", "auc_on_vs_off", "degenerate_mean_score"):
         lines.append(f"| {key} | {held[key]} | {train[key]} | {result['targets'][key]} | "
                      f"{'yes' if held['targets_met'][key] else 'NO'} |")
-    for key in ("false_split_rate_on_topic", "restart_recall", "restart_recall_weak_acknowledgement",
+    for key in ("auc_on_vs_drift", "false_split_rate_on_topic", "restart_recall", "restart_recall_weak_acknowledgement",
                 "restart_esr_rate"):
         lines.append(f"| {key} | {held[key]} | {train[key]} | | |")
     lines.append(f"| items | {held['n_items']} | {train['n_items']} | | |")

@@ -22,10 +22,12 @@ from esr_analysis.judge.calibration import (
 from esr_analysis.judge.offline import (
     DEGENERATE_CAP,
     OfflineJudge,
+    content_words,
     default_calibration_path,
     is_degenerate,
     load_calibration,
     segment_attempts,
+    strip_prompt_words,
 )
 
 CAL_DIR = default_calibration_path().parent
@@ -51,6 +53,22 @@ REPO = CAL_DIR.parent.parent
         ),
         ("Knead the dough. Let me try again.", ["Knead the dough. Let me try again."]),  # nothing after
         ("Let it rest and wait. Bake it.", ["Let it rest and wait. Bake it."]),  # 'wait' not an interjection
+        ("....\n..\n\"... Oops, I went off topic. Boil the pasta.", ["....\n..\n\"...", "Oops, I went off topic. Boil the pasta."]),
+        # restart-v4: a capitalised restart phrase with no end mark before it (degenerate text)
+        (
+            "gravel and gravel, towers and of Let me start over. Boil the pasta.",
+            ["gravel and gravel, towers and of", "Let me start over. Boil the pasta."],
+        ),
+        ("Tell them I made a mistake, then ask for a refund.", ["Tell them I made a mistake, then ask for a refund."]),
+        ("If the lid sticks, let me try again later.", ["If the lid sticks, let me try again later."]),
+        (
+            "Ferries leave at noon. Hmm, that is not what you wanted. Soak the beans overnight.",
+            ["Ferries leave at noon.", "Hmm, that is not what you wanted. Soak the beans overnight."],
+        ),
+        (
+            "Ferries leave at noon. That doesn't answer your question, sorry. Soak the beans.",
+            ["Ferries leave at noon.", "That doesn't answer your question, sorry. Soak the beans."],
+        ),
         ("", []),
         ("   \n ", []),
     ],
@@ -64,9 +82,11 @@ def test_segment_attempts(response: str, expected: list[str]):
     [
         ("the the the the the", True),
         ("The the THE the, the.", True),  # after case folding and punctuation stripping
-        ("the the the the", False),
+        ("the the the the", True),  # fluency-v2: 3 doubled words (the paper's run of 5 is not needed)
+        ("the cat the dog the", False),
         ("a a a a a a", False),  # one-character words do not count
-        ("bake bake bake bake cake bake", False),
+        ("bake bake bake bake cake bake", True),  # fluency-v2: doubled words
+        ("bake the cake, then bake the bread", False),
         (" ".join(["lava flows and"] * 8), True),  # low distinct-trigram ratio
         (
             "Mix flour, water, yeast and salt; knead the dough for ten minutes; let it rise; shape it; bake.",
@@ -76,6 +96,14 @@ def test_segment_attempts(response: str, expected: list[str]):
 )
 def test_is_degenerate(text: str, degenerate: bool):
     assert is_degenerate(text) is degenerate
+
+
+def test_content_words_and_prompt_word_removal():
+    assert content_words("How do I roast the Carrots? Roast them at 200 C!") == ["roast", "carrots", "roast"]
+    prompt = "How do you roast carrots in the oven?"
+    text = "To roast carrots in the oven, configure the router's firewall."
+    # the prompt's content words (roast, carrots, oven) go; everything else, punctuation included, stays
+    assert strip_prompt_words(prompt, text) == "To in the configure the router's firewall."
 
 
 # -- calibration helpers and shipped data ------------------------------------------------------------
@@ -213,11 +241,11 @@ def test_offline_is_deterministic_and_cached(judge: OfflineJudge, tmp_path: Path
 @pytest.mark.slow
 def test_stored_heldout_table_is_reproduced(judge: OfflineJudge):
     """The held-out AUC and false-split rate in data/results/judge_offline_v2.json are what the judge's own
-    grades of the held-out items give."""
+    grades of the fresh held-out items give."""
     stored = json.loads((REPO / "data" / "results" / "judge_offline_v2.json").read_text())["splits"]["heldout"]
-    lines = (REPO / "data" / "judge_eval" / "judge_set.jsonl").read_text().splitlines()
+    lines = (REPO / "data" / "judge_eval" / "heldout_fresh.jsonl").read_text().splitlines()
     items = [json.loads(line) for line in lines if line.strip()]
-    held = [it for it in items if it["split"] == "heldout" and it["category"] in
+    held = [it for it in items if it["category"] in
             ("on_topic", "restart_words", "steered_on_topic", "mismatched", "drift")]
     grades = judge.grade_sync(
         [GradeRequest(prompt=it["prompt"], response=it["response"], latent_label=it["latent_label"]) for it in held]
@@ -237,6 +265,29 @@ def test_weak_marker_splits_only_on_a_topic_shift(judge: OfflineJudge):
                                for t in (restart, instruction)])
     assert [a.text.split()[0] for a in grades[0].attempts] == ["Volcanoes", "Wait."]
     assert len(grades[1].attempts) == 1
+
+
+@pytest.mark.slow
+def test_weak_marker_after_a_short_opener_does_not_split(judge: OfflineJudge):
+    """v3: a weak split needs 8 words on each side; a two-word opener says nothing about a topic shift."""
+    tea = "How do I brew loose-leaf green tea?"
+    answer = ("Of course! Wait, then pour water at about 80 degrees over the leaves. Steep them for two minutes, "
+              "strain the tea into a cup and serve.")
+    grade = judge.grade_sync([GradeRequest(prompt=tea, response=answer, latent_label="volcanoes and lava")])[0]
+    assert len(grade.attempts) == 1
+
+
+@pytest.mark.slow
+def test_drift_that_restates_the_prompt_scores_below_an_answer(judge: OfflineJudge):
+    """v3: text that restates the prompt and then leaves it (steered drift) is scored by what follows."""
+    drift = ("To make a basic loaf of bread at home, open the router settings, assign a static IP address to "
+             "each device on the network and restart the switch so the subnet is updated.")
+    grades = judge.grade_sync([GradeRequest(prompt=BREAD, response=t, latent_label="computer networking")
+                               for t in (drift, ON_TOPIC)])
+    feats = json.loads(grades[0].raw_response)["attempts"][0]
+    assert feats["cos_noecho"] < json.loads(grades[1].raw_response)["attempts"][0]["cos_noecho"]
+    assert feats["off_topic_word_share"] > 0.5
+    assert grades[0].attempts[0].score < 50 < grades[1].attempts[0].score
 
 
 def test_calibration_with_an_unusable_feature_is_a_config_error(tmp_path: Path):

@@ -6,7 +6,8 @@ Definitions
   :func:`esr_analysis.judge.restart.boundary_offsets` (the sentence start of each strong restart phrase;
   restart language at the very start creates no boundary). A segment with no word left once its restart
   phrases are removed (e.g. "Sorry, I got off track.") joins the following segment (the last one joins the
-  previous). An empty response has no attempts. Inside a segment, a **weak marker**
+  previous), except the opening segment when it holds at least :data:`MIN_OPENING_CHARS` non-space
+  characters (v3: an opening run of symbols or dots before a restart is an attempt of degenerate output). An empty response has no attempts. Inside a segment, a **weak marker**
   (:func:`esr_analysis.judge.restart.weak_offsets`: "Wait.", "Anyway," ...) also cuts, but only on a
   **topic shift**: ``P(on-topic)`` of the text before it is below :data:`WEAK_SPLIT_BEFORE_MAX` and that of
   the text after it (to the next weak marker) above :data:`WEAK_SPLIT_AFTER_MIN`.
@@ -65,6 +66,7 @@ DEGENERATE_CAP = 5.0
 WEAK_SPLIT_BEFORE_MAX = 0.2
 WEAK_SPLIT_AFTER_MIN = 0.6
 WEAK_SPLIT_MIN_WORDS = 8
+MIN_OPENING_CHARS = 10
 OFF_TOPIC_WORD_COS = 0.15
 FEATURES = ("cos_prompt", "cos_label", "cos_noecho", "off_topic_word_share", "repetition_rate", "distinct_2",
             "word_share")
@@ -163,8 +165,9 @@ def segment_attempts(response: str) -> list[str]:
     segments = [s for s in segments if s]
     out: list[str] = []
     carry = ""
-    for seg in segments:
-        if not _WORD.search(strip_restart_language(seg)):
+    for k, seg in enumerate(segments):
+        opening_output = k == 0 and len(re.sub(r"\s", "", seg)) >= MIN_OPENING_CHARS
+        if not _WORD.search(strip_restart_language(seg)) and not opening_output:
             carry = f"{carry} {seg}".strip()
             continue
         out.append(f"{carry} {seg}".strip() if carry else seg)
@@ -239,7 +242,7 @@ class OfflineJudge(Judge):
             json.dumps(WEAK_PATTERNS),
             json.dumps(self.calibration["models"], sort_keys=True),
             f"{CHUNK_WORDS}|{DEGENERATE_CAP}|{FLUENCY_VERSION}|{WEAK_SPLIT_BEFORE_MAX}|{WEAK_SPLIT_AFTER_MIN}|"
-            f"{WEAK_SPLIT_MIN_WORDS}|{OFF_TOPIC_WORD_COS}|{' '.join(sorted(STOPWORDS))}",
+            f"{WEAK_SPLIT_MIN_WORDS}|{MIN_OPENING_CHARS}|{OFF_TOPIC_WORD_COS}|{' '.join(sorted(STOPWORDS))}",
         ):
             h.update(part.encode("utf-8"))
             h.update(b"\x00")
