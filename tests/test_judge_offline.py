@@ -53,6 +53,10 @@ REPO = CAL_DIR.parent.parent
         ),
         ("Knead the dough. Let me try again.", ["Knead the dough. Let me try again."]),  # nothing after
         ("Let it rest and wait. Bake it.", ["Let it rest and wait. Bake it."]),  # 'wait' not an interjection
+        (
+            "Here is a soup recipe: Ingredients: Sorry, I got off track. Boil the pasta.",
+            ["Here is a soup recipe: Ingredients:", "Sorry, I got off track. Boil the pasta."],
+        ),
         ("....\n..\n\"... Oops, I went off topic. Boil the pasta.", ["....\n..\n\"...", "Oops, I went off topic. Boil the pasta."]),
         # restart-v4: a capitalised restart phrase with no end mark before it (degenerate text)
         (

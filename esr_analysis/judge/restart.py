@@ -30,7 +30,8 @@ there (:mod:`esr_analysis.judge.offline`); restart gating of LLM judges uses str
 
 An **attempt boundary** is placed at the start of the sentence that contains the phrase (its lead-in
 included), so "Apple! No, wait! Orange" splits into "Apple!" and "No, wait! Orange"; a phrase that begins
-a sentence without an end mark before it (the capital rule) starts its attempt itself. Restart language at
+a sentence without a full stop before it (after ":", ";", a quote or a bracket, or by the capital rule)
+starts its attempt itself ("Ingredients: Wait. To clean it ..." splits before "Wait."). Restart language at
 the very start of a text (nothing before its sentence) creates no boundary.
 """
 
@@ -42,7 +43,6 @@ from dataclasses import dataclass
 RESTART_VERSION = "restart-v4"
 
 _SENT = r"(?:^|(?<=[.!?…\n:;\"“”)\]]))[\s*_#>]*"  # a sentence start, markdown emphasis allowed
-_END_MARKS = ".!?…\n:;\"“”)]"
 # v4: a capitalised phrase after a space also begins a sentence (degenerate text often lacks end marks);
 # the pronoun "I" is not taken as a capital (it is capitalised mid-sentence too)
 _CAP_START = r"(?<=\s)(?=(?-i:[A-Z]))(?!i\b)"
@@ -174,8 +174,9 @@ def _offsets(text: str, matches: list[RestartMatch]) -> list[int]:
     out: list[int] = []
     for m in matches:
         before = text[: m.start].rstrip(" \t*_#>")
-        # a phrase that begins a sentence without an end mark before it starts its attempt itself
-        b = sentence_start(text, m.start) if not before or before[-1] in _END_MARKS else m.start
+        # a phrase that begins a sentence without a full stop before it (after ":", ";", a quote or bracket,
+        # or by the capital rule) starts its attempt itself
+        b = sentence_start(text, m.start) if not before or before[-1] in ".!?…\n" else m.start
         if text[:b].strip() and (not out or b > out[-1]):
             out.append(b)
     return out
