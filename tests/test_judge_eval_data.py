@@ -1,4 +1,5 @@
-"""The labelled judge set (data/judge_eval): size, categories, a prompt-level split kept apart, labels."""
+"""The labelled judge set (data/judge_eval): the development split, the fresh held-out split kept apart,
+labels."""
 
 from __future__ import annotations
 
@@ -22,46 +23,68 @@ def test_judge_prompts_are_disjoint_from_the_evaluation_prompts():
     assert len(judge) >= 40 and not judge & evaluation
 
 
-def test_size_categories_and_prompt_level_split():
+def _fresh() -> list[dict]:
+    lines = (EVAL / "heldout_fresh.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_development_split_holds_the_looked_at_items():
+    """Every judge_set item is development data; the first held-out prompts (i % 3 == 2) are marked."""
     items = _items()
-    assert len(items) >= 200
+    assert len(items) >= 200 and {it["split"] for it in items} == {"train"}
     cats = Counter(it["category"] for it in items)
-    for cat in ("on_topic", "restart_words", "mismatched", "restart", "degenerate"):
+    for cat in ("on_topic", "restart_words", "mismatched", "restart", "degenerate", "drift"):
         assert cats[cat] > 0, cat
-    train = {it["prompt"] for it in items if it["split"] == "train"}
-    held = {it["prompt"] for it in items if it["split"] == "heldout"}
-    assert train and held and not train & held
-    assert all(it["prompt_index"] % 3 == 2 for it in items if it["split"] == "heldout")
+    for it in items:
+        if it["prompt_index"] is not None:
+            assert bool(it["source"].get("was_heldout")) == (it["prompt_index"] % 3 == 2), it["id"]
     assert len({it["id"] for it in items}) == len(items)
 
 
-def test_heldout_templates_stay_in_the_heldout_split():
-    for it in _items():
-        template = it["source"].get("template", "")
-        if template:
-            assert template.startswith(it["split"]), it["id"]
+def test_fresh_heldout_split_size_categories_and_separation():
+    fresh = _fresh()
+    assert len(fresh) >= 80 and {it["split"] for it in fresh} == {"fresh"}
+    cats = Counter(it["category"] for it in fresh)
+    for cat in ("on_topic", "restart_words", "mismatched", "restart", "degenerate", "drift"):
+        assert cats[cat] >= 5, cat
+    assert len({it["id"] for it in fresh}) == len(fresh)
+    # no response and no written sentence of the development split reappears in the fresh split
+    assert not {it["response"] for it in _items()} & {it["response"] for it in fresh}
+    dev_templates = json.loads((EVAL / "templates.json").read_text(encoding="utf-8"))
+    dev_words = {w for split in dev_templates["restart_words"].values() for w in split}
+    fresh_templates = json.loads((EVAL / "fresh_templates.json").read_text(encoding="utf-8"))
+    assert not dev_words & {t["text"] for t in fresh_templates["restart_words"]}
+    dev_acks = {a for split in dev_templates["acknowledgements"].values() for kind in split.values() for a in kind}
+    assert not dev_acks & set(fresh_templates["acknowledgements"])
+    # steered text of the two splits comes from different latents
+    lines = (EVAL / "steered_runs.jsonl").read_text(encoding="utf-8").splitlines()
+    steered = [r for r in map(json.loads, lines) if r["condition"] != "no_steering" and r["label"] != "exclude"]
+    dev_latents = {r["latent"] for r in steered if r["split"] == "train"}
+    held_latents = {r["latent"] for r in steered if r["split"] == "heldout"}
+    assert dev_latents and held_latents and not dev_latents & held_latents
 
 
 def test_labels_are_consistent():
-    for it in _items():
+    for it in _items() + _fresh():
         assert it["n_attempts"] == len(it["attempts"]) >= 1
         if it["category"] in ("on_topic", "restart_words", "steered_on_topic"):
             assert [a["on_topic"] for a in it["attempts"]] == [True]
         elif it["category"] == "restart":
             assert [a["on_topic"] for a in it["attempts"]] == [False, True]
-            assert it["response"].replace(" ", "") == "".join(a["text"] for a in it["attempts"]).replace(" ", "")
+            joined = "".join(a["text"] for a in it["attempts"])
+            assert it["response"].replace(" ", "").replace("\n", "") == joined.replace(" ", "").replace("\n", "")
         else:
             assert [a["on_topic"] for a in it["attempts"]] == [False]
 
 
 def test_restart_words_templates_hold_restart_vocabulary():
-    """Every template has restart-like words; the TRAIN ones are never split (the held-out ones are measured
-    by scripts/evaluate_judge.py only, so nothing is tuned on them)."""
+    """Every template has restart-like words; the development ones are never split (the fresh held-out ones
+    are measured by scripts/evaluate_judge.py only, so nothing is tuned on them)."""
     words = json.loads((EVAL / "templates.json").read_text(encoding="utf-8"))["restart_words"]
+    fresh = json.loads((EVAL / "fresh_templates.json").read_text(encoding="utf-8"))["restart_words"]
     vocab = ("wait", "sorry", "apolog", "never mind", "actually", "hold on", "again", "wrong", "oops", "anyway",
-             "hmm", "correct", "oh,")
-    for split in ("train", "heldout"):
-        for sentence in words[split]:
-            assert any(v in sentence.lower() for v in vocab), sentence
-            if split == "train":
-                assert len(segment_attempts(f"Knead the dough. {sentence} Bake it.")) == 1, sentence
+             "hmm", "correct", "oh,", "start over", "not true", "no,")
+    for sentence in [*words["train"], *words["heldout"], *(t["text"] for t in fresh)]:
+        assert any(v in sentence.lower() for v in vocab), sentence
+    for sentence in [*words["train"], *words["heldout"]]:  # development templates only
+        assert len(segment_attempts(f"Knead the dough. {sentence} Bake it.")) == 1, sentence
