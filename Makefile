@@ -70,16 +70,18 @@ sae: install
 	$(PY) scripts/label_sae.py
 
 # Re-build the self-correcting model organism from scratch (data from the base model's own text, then LoRA on
-# CPU; see docs/organism.md), then evaluate it against the base model (eval.json).
+# CPU; see docs/organism.md), then evaluate it against the base model (eval.json). v3 recipe: 96-token openings,
+# steering on the prompt and opening only while training. (v2 = qwen2.5-coder-0.5b-instruct-sc70: 64-token
+# openings, --steer-scope all.)
 ORGANISM_FRACTION ?= 0.7
-ORGANISM_NAME ?= qwen2.5-coder-0.5b-instruct-sc70
+ORGANISM_NAME ?= qwen2.5-coder-0.5b-instruct-sc70v3
 organism: install
 	rm -rf runs/organism/$(ORGANISM_NAME)
 	$(PY) scripts/build_organism.py --fraction $(ORGANISM_FRACTION) --name $(ORGANISM_NAME) \
 		--work runs/organism/$(ORGANISM_NAME) --keep-cut-answers --answer-max-new-tokens 64 \
-		--opening-max-new-tokens 64 --attempts-per-prompt 3 --offtopic-max-cosine 0.45 --batch-size 32 \
-		--steer-in-training --epochs 4
+		--opening-max-new-tokens 96 --attempts-per-prompt 3 --offtopic-max-cosine 0.45 --batch-size 32 \
+		--steer-in-training --steer-scope opening --epochs 4
 
 organism-eval: install
-	$(PY) scripts/evaluate_organism.py --organism $(ORGANISM_NAME) --max-new-tokens 96 --n-latents 12 \
-		--n-prompts-per-latent 5 --runs runs/organism-eval-v2
+	$(PY) scripts/evaluate_organism.py --organism $(ORGANISM_NAME) --max-new-tokens 128 --n-latents 24 \
+		--n-prompts-per-latent 5 --runs runs/organism-eval-v3

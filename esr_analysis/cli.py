@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d.add_argument("--run-dir", default=None)
     d.add_argument("--base-only", action="store_true", help="the base model only (no organism)")
+    d.add_argument("--organism", default=None, help="shipped organism to put beside the base model "
+                   "(default: models.organisms.DEFAULT_ORGANISM)")
     d.add_argument("--no-progress", action="store_true")
 
     pr = sub.add_parser("presets", help="list presets (or show one as JSON)")
@@ -125,10 +127,15 @@ def _demo_side_by_side(args: Any) -> int:
     from esr_analysis.experiments.report import report
     from esr_analysis.experiments.side_by_side import run_side_by_side
     from esr_analysis.finetune.adapter import list_adapters
+    from esr_analysis.models.organisms import DEFAULT_ORGANISM
     from esr_analysis.models.registry import DEFAULT_MODEL, get_spec
 
     base = get_spec(DEFAULT_MODEL).name
-    organisms = [n for n in list_adapters() if get_spec(n).base_model == base]
+    shipped = [n for n in list_adapters() if get_spec(n).base_model == base]
+    wanted = args.organism or DEFAULT_ORGANISM
+    if args.organism and args.organism not in shipped:
+        raise ValueError(f"--organism {args.organism!r} is not a shipped organism of {base}; shipped: {shipped}")
+    organisms = [wanted] if wanted in shipped else shipped
     if not organisms:
         raise ValueError("no shipped organism of the default model in data/adapters; run `esr demo --base-only`")
     root = Path(args.run_dir) if args.run_dir else Path("runs") / "embedded-demo-side-by-side"

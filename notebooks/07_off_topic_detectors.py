@@ -50,7 +50,7 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (need
 # > phrases and scored by topical relevance, so multi-attempt counts here are counts of restart phrases, not
 # > graded recoveries (notebook 03 explains the limits). The embedded base model almost never restarts, so its
 # > multi-attempt rate is near zero and an ablation cannot lower it: run this on the self-correcting organism
-# > (`--set model=qwen2.5-coder-0.5b-instruct-sc70`, notebook 06) or with `judge="claude"` for numbers that can
+# > (`--set model=qwen2.5-coder-0.5b-instruct-sc70v3`, `docs/organism.md`) or with `judge="claude"` for numbers that can
 # > speak to the paper's claim.
 
 # %%

@@ -42,7 +42,7 @@ else:
     from esr_analysis import load_model, load_sae
     from esr_analysis.sae.labels import labels_for
 
-    lm = load_model("qwen2.5-coder-0.5b-instruct-sc70")
+    lm = load_model("qwen2.5-coder-0.5b-instruct-sc70v3")  # models.organisms.DEFAULT_ORGANISM
     sae = load_sae("shipped:qwen2.5-coder-0.5b-instruct-l12")
     READ_LAYER, labels = 12, labels_for(sae)
     episodes = load_episodes(EPISODES)

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep an opening only if its MiniLM cosine with the prompt is at most this (off-topic check)")
     ap.add_argument("--steer-in-training", action="store_true",
                     help="train each self-correction example with its opening's steering on (organism v2 recipe)")
+    ap.add_argument("--steer-scope", default="all", choices=("all", "opening"),
+                    help="with --steer-in-training: steer all positions (v2) or only the prompt and opening (v3)")
     ap.add_argument("--data-only", action="store_true", help="stop after the data stage")
     ap.add_argument("--max-prompts", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.threads} torch threads", "git_commit": git_commit(), "versions": library_versions(),
                 "command": "python scripts/build_organism.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     t1 = time.monotonic()
-    _, meta = train_stage(hf, tok, sc, normal, args.fraction, settings, work, out, metadata, steering=steering)
+    _, meta = train_stage(hf, tok, sc, normal, args.fraction, settings, work, out, metadata, steering=steering,
+                           steer_scope=args.steer_scope)
     logging.info("done: data %.0f s, training %.0f s (%.1f tokens/s); adapter in %s", data_seconds,
                  time.monotonic() - t1, meta["training_result"]["tokens_per_second"], out)
     return 0

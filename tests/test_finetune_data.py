@@ -205,3 +205,24 @@ def test_offtopic_cosine_ranks_another_subject_below_the_prompts_own():
     cos = _prompt_cosines({p: [("Boil water, then steep the black tea leaves in the pot for four minutes.", 1, 0.5),
                                 ("To run a SQL query, open the database console and select the table.", 2, 0.5)]})
     assert cos[(p, 0)] > 0.5 > 0.3 > cos[(p, 1)]
+
+
+def test_opening_scope_steers_the_prompt_and_opening_only(tok):
+    from esr_analysis.finetune.data import normal_example, self_correction_example, tokenize_example
+    from esr_analysis.finetune.organism import _steered
+
+    meta = {"layer": 1, "latent": 4, "strength_relative": 0.5}
+    ex = self_correction_example(tok, "How do I bake bread?", "Stars are hot. Planets orbit them.", "Wait.",
+                                 "Mix flour and water.", meta=meta)
+    t = tokenize_example(tok, ex)
+    vec = object()
+    steering = {(1, 4, 0.5): vec}
+    opening = _steered(t, ex, steering, "opening")
+    # the first trained token is the acknowledgement's first token; every earlier position is steered
+    assert opening.steer_until == t.first_trained
+    assert all(lab == IGNORE_INDEX for lab in t.labels[:t.first_trained])
+    assert t.labels[t.first_trained] != IGNORE_INDEX
+    assert opening.steer_vector is vec and opening.steer_layer == 1
+    assert _steered(t, ex, steering, "all").steer_until is None
+    normal = normal_example(tok, "How do I bake bread?", "Mix flour and water.")
+    assert _steered(tokenize_example(tok, normal), normal, steering, "opening").steer_vector is None

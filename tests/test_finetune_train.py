@@ -116,6 +116,20 @@ def test_steered_rows_train_with_their_vector_added_after_their_layer_and_only_t
     with pytest.raises(ValueError, match="share one steer_layer"):
         _steering_hook(model, [steered[0], TokenizedExample([1, 2], [IGNORE_INDEX, 2], steer_layer=1,
                                                             steer_vector=v)])
+    # opening scope: the vector only at positions < steer_until (here the first trained token, index 2)
+    first = plain[0].first_trained
+    assert first == 2
+    partial = [TokenizedExample(plain[0].input_ids, plain[0].labels, steer_layer=0, steer_vector=v,
+                                steer_until=first), plain[1]]
+    only_opening = torch.zeros(len(plain[0].input_ids), d)
+    only_opening[:first] = v
+    got_partial = loss_of(partial)
+    assert got_partial == pytest.approx(independent(plain[0], only_opening) + independent(plain[1], torch.zeros(d)),
+                                        rel=1e-5)
+    assert abs(got_partial - got) > 1e-4 and abs(got_partial - loss_of(plain)) > 1e-4
+    with pytest.raises(ValueError, match="steer_until"):
+        _steering_hook(model, [TokenizedExample([1, 2], [IGNORE_INDEX, 2], steer_layer=0, steer_vector=v,
+                                                steer_until=-1)])
 
 
 def _env() -> dict[str, str]:

@@ -345,3 +345,12 @@ def test_recovery_points_from_trial_episodes_round_trip_and_count_unclear(tmp_pa
         (p.prompt, p.response, c, p.interventions, 3)]
     with pytest.raises(ValueError, match="boundaries"):
         recovery_points(eps, bounds[:1])
+    # a trial's stored record (resolved: strength in every unit, provenance fields) becomes a replayable spec
+    stored = {"kind": "add_latent", "layer": 1, "scope": "all", "latent": 3, "latents": None, "vector_name": None,
+              "unit": "relative", "strength_given": 0.8, "strength_sae": 17.5, "strength_relative": 0.8,
+              "delta_norm": 16.0, "median_residual_norm": 20.0, "sae": "random:96:1"}
+    real = [Episode(episode_id="r", kind="recovery", prompt="How do I bake bread?", response=text, model="m", seed=0,
+                    interventions=[stored], latent=3, scores=[10.0, 90.0])]
+    (q,), _ = recovery_points(real, bounds[:1])
+    (iv,) = load_episodes(write_recovery_points(tmp_path / "s.jsonl", [q]))[0].parsed_interventions()
+    assert (iv.latent, iv.layer, iv.strength, iv.unit) == (3, 1, 17.5, "sae")

@@ -63,3 +63,14 @@ def test_the_shipped_organism_loads_merged_with_the_base_module_paths():
         assert torch.allclose(got, want, atol=1e-5)
         assert not torch.allclose(got, w0)
     assert lm.model.layers[12] is not None  # base module paths, no PeftModel prefix
+
+
+def test_demo_names_an_unknown_organism_before_any_compute(capsys):
+    from esr_analysis.cli import main
+    from esr_analysis.finetune.adapter import list_adapters
+    from esr_analysis.models.organisms import DEFAULT_ORGANISM
+
+    assert DEFAULT_ORGANISM in list_adapters()  # the default is shipped
+    assert main(["demo", "--organism", "no-such-organism", "--run-dir", "/nonexistent/never-made"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-organism" in err and DEFAULT_ORGANISM in err

@@ -81,13 +81,19 @@ class Example:
 @dataclass(frozen=True)
 class TokenizedExample:
     """Token ids and labels (``IGNORE_INDEX`` where no loss) of one example, same length; optionally a steering
-    vector (``[d_model]`` tensor) added to the residual stream after decoder layer ``steer_layer`` at every
-    position while the example trains."""
+    vector (``[d_model]`` tensor) added to the residual stream after decoder layer ``steer_layer`` while the
+    example trains: at positions ``0 .. steer_until - 1``, or at every position when ``steer_until`` is None."""
 
     input_ids: list[int]
     labels: list[int]
     steer_layer: int | None = None
     steer_vector: Any = None
+    steer_until: int | None = None
+
+    @property
+    def first_trained(self) -> int:
+        """Index of the first token that gets a loss (``len(labels)`` when none does)."""
+        return next((i for i, t in enumerate(self.labels) if t != IGNORE_INDEX), len(self.labels))
 
     @property
     def n_trained(self) -> int:

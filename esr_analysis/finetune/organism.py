@@ -28,7 +28,7 @@ from esr_analysis.finetune.data import (
 )
 from esr_analysis.finetune.train import LoraSettings, train_lora
 
-__all__ = ["data_stage", "steering_vectors", "train_stage"]
+__all__ = ["STEER_SCOPES", "data_stage", "steering_vectors", "train_stage"]
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,20 @@ def steering_vectors(self_correction: Sequence[Example], sae: Any,
     return out
 
 
-def _steered(tokenized: Any, example: Example, steering: dict[tuple[int, int, float], Any] | None) -> Any:
+STEER_SCOPES = ("all", "opening")
+"""Where a self-correction example is steered while it trains: ``all`` positions, or only the ``opening``
+(positions before the first trained token: the chat prefix and the off-topic opening)."""
+
+
+def _steered(tokenized: Any, example: Example, steering: dict[tuple[int, int, float], Any] | None,
+             scope: str = "all") -> Any:
     from dataclasses import replace
 
     if steering is None or example.kind != "self_correction":
         return tokenized
     key = (int(example.meta["layer"]), int(example.meta["latent"]), float(example.meta["strength_relative"]))
-    return replace(tokenized, steer_layer=key[0], steer_vector=steering[key])
+    until = tokenized.first_trained if scope == "opening" else None
+    return replace(tokenized, steer_layer=key[0], steer_vector=steering[key], steer_until=until)
 
 
 def train_stage(hf_model: Any, tokenizer: Any, self_correction: Sequence[Example], normal: Sequence[Example],
@@ -95,21 +102,27 @@ def train_stage(hf_model: Any, tokenizer: Any, self_correction: Sequence[Example
                 metadata: dict[str, Any], *, mix_seed: int = 42, adapter_dtype: str = "float16",
                 progress: bool = True, stop_after: int | None = None,
                 on_step: Callable[[int, float], None] | None = None,
-                steering: dict[tuple[int, int, float], Any] | None = None) -> tuple[Any, dict[str, Any]]:
+                steering: dict[tuple[int, int, float], Any] | None = None,
+                steer_scope: str = "all") -> tuple[Any, dict[str, Any]]:
     """Mix, tokenize, train (resuming from ``<work_dir>/lora``) and, unless stopped early, save the adapter.
 
     With ``steering`` (:func:`steering_vectors`) each self-correction example is trained with its opening's
-    steering vector added at its layer over all positions, as when the opening was generated: the model
-    learns to acknowledge and return to the task *while steered*, which is the situation of an ESR trial
-    (the paper's recipe trains without it; normal examples are always unsteered).
+    steering vector added at its layer, as when the opening was generated (the paper's recipe trains without
+    it; normal examples are always unsteered): over all positions with ``steer_scope="all"`` (the model learns
+    to acknowledge and answer *while steered*, the situation of an ESR trial), or over the prompt and opening
+    only with ``"opening"`` (it learns to notice the steered drift and acknowledge it, without learning to
+    cancel the vector while it answers; :data:`STEER_SCOPES`).
     Returns ``(peft_model, organism_metadata)``; the metadata is what ``organism.json`` holds.
     """
     from esr_analysis.finetune.adapter import save_adapter
 
+    if steer_scope not in STEER_SCOPES:
+        raise ValueError(f"steer_scope must be one of {STEER_SCOPES}, got {steer_scope!r}")
     rows = mix_examples(self_correction, normal, fraction, seed=mix_seed)
     if not rows:
         raise ValueError(f"the mix at fraction {fraction} is empty ({len(self_correction)} self-correction examples)")
-    tokenized = [_steered(tokenize_example(tokenizer, e, settings.max_length), e, steering) for e in rows]
+    tokenized = [_steered(tokenize_example(tokenizer, e, settings.max_length), e, steering, steer_scope)
+                 for e in rows]
     peft_model, result = train_lora(hf_model, tokenizer, tokenized, settings, Path(work_dir) / "lora",
                                     progress=progress, stop_after=stop_after, on_step=on_step)
     n_sc = sum(1 for e in rows if e.kind == "self_correction")
@@ -117,6 +130,7 @@ def train_stage(hf_model: Any, tokenizer: Any, self_correction: Sequence[Example
     meta.update({
         "training": settings.to_dict(), "training_result": result.to_dict(),
         "steer_in_training": steering is not None,
+        "steer_scope": steer_scope if steering is not None else None,
         "mix": {"fraction": fraction, "seed": mix_seed, "n_self_correction": n_sc, "n_normal": len(rows) - n_sc,
                 "pool_self_correction": len(self_correction), "pool_normal": len(normal),
                 "n_tokens_per_epoch": sum(len(t.input_ids) for t in tokenized),

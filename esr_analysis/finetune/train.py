@@ -13,8 +13,10 @@ Definitions (``docs/method.md#organism``)
   ``-100``) divided by their number. Only those positions' hidden states go through ``lm_head``, so the
   vocabulary-sized logits exist for trained tokens only (memory).
 * **Steering while training** (optional): a row with a ``steer_vector`` gets it added to the output of
-  decoder layer ``steer_layer`` at every position (a forward hook), as the steering was on when its opening
-  was generated.
+  decoder layer ``steer_layer`` (a forward hook), as the steering was on when its opening was generated: at
+  every position, or only at positions before ``steer_until`` (the organism's "opening" scope: the prompt and
+  the off-topic opening, so the first acknowledgement token is predicted from a steered position and the
+  recovery after it trains unsteered).
 * **Determinism and resume**: before each optimizer step the torch RNG (LoRA dropout) is seeded with
   ``derive_seed(seed, "step", step)``; every ``checkpoint_every`` steps the LoRA weights, the optimizer and
   scheduler state and the loss history are written atomically to ``<out>/checkpoint``. A run killed at any
@@ -156,8 +158,9 @@ def _summed_loss(peft_model: Any, ids: Any, labels: Any, mask: Any) -> Any:
 
 def _steering_hook(peft_model: Any, rows: Sequence[TokenizedExample]) -> Any:
     """Register a forward hook that adds each row's ``steer_vector`` to the output hidden states of decoder
-    layer ``steer_layer`` at every position (rows without one get zero); ``None`` when no row is steered.
-    The caller removes the returned handle after the forward and backward passes."""
+    layer ``steer_layer`` at positions ``< steer_until`` (every position when it is None; rows without a vector
+    get zero); ``None`` when no row is steered. The caller removes the returned handle after the forward and
+    backward passes."""
     import torch
 
     from esr_analysis.tracing.sites import find_sites
@@ -171,9 +174,15 @@ def _steering_hook(peft_model: Any, rows: Sequence[TokenizedExample]) -> Any:
         raise ValueError(f"a micro-batch's steered rows must share one steer_layer, got {sorted(map(str, layers))}")
     inner = peft_model.get_base_model()
     layer = inner.get_submodule(find_sites(inner).layers)[index]
+    T = max(len(r.input_ids) for r in rows)
+    zero = torch.zeros_like(torch.as_tensor(steered[0].steer_vector, dtype=torch.float32))
     addend = torch.stack([torch.as_tensor(r.steer_vector, dtype=torch.float32) if r.steer_vector is not None
-                          else torch.zeros_like(torch.as_tensor(steered[0].steer_vector, dtype=torch.float32))
-                          for r in rows])[:, None, :]
+                          else zero for r in rows])[:, None, :].repeat(1, T, 1)
+    for i, r in enumerate(rows):
+        if r.steer_until is not None:
+            if r.steer_until < 0:
+                raise ValueError(f"steer_until must be >= 0, got {r.steer_until}")
+            addend[i, r.steer_until:] = 0.0
 
     def add(_module: Any, _inputs: Any, output: Any) -> Any:
         if isinstance(output, tuple):

@@ -14,7 +14,12 @@ from pathlib import Path
 
 from esr_analysis.models.registry import ModelSpec, get_spec, register_spec
 
-__all__ = ["organism_spec", "register_organisms"]
+__all__ = ["DEFAULT_ORGANISM", "organism_spec", "register_organisms"]
+
+DEFAULT_ORGANISM = "qwen2.5-coder-0.5b-instruct-sc70v3"
+"""The organism that ``esr demo``, the organism notebooks and the mechanism scripts use unless told otherwise:
+the v3 recipe (``docs/organism.md``). The v2 organism ``qwen2.5-coder-0.5b-instruct-sc70`` stays shipped so
+the results made with it can be checked."""
 
 log = logging.getLogger(__name__)
 

@@ -246,7 +246,8 @@ def recovery_points(recoveries: Sequence[Any], boundaries: Sequence[Any],
     their boundaries (:class:`esr_analysis.mechanisms.boundaries.Boundaries`, same order): ``correction_char``
     = the correction start, ``offtopic_char``/``ontopic_char`` = the off-topic and on-topic starts. A recovery
     whose correction is unclear (``-1``) or at the very start is left out; the second value counts the
-    exclusions by reason."""
+    exclusions by reason. The trials' stored (resolved) intervention records become replayable specs with the
+    applied strength in SAE units (:func:`esr_analysis.mechanisms.episodes.interventions_from_records`)."""
     if len(recoveries) != len(boundaries):
         raise ValueError(f"{len(recoveries)} recoveries but {len(boundaries)} boundaries")
     out: list[RecoveryPoint] = []
@@ -258,7 +259,8 @@ def recovery_points(recoveries: Sequence[Any], boundaries: Sequence[Any],
         off = b.off_topic if 0 <= b.off_topic < b.correction else None
         on = b.on_topic if b.on_topic > b.correction else None
         out.append(RecoveryPoint(prompt=ep.prompt, response=ep.response, correction_char=b.correction,
-                                 interventions=list(ep.interventions), offtopic_char=off, ontopic_char=on,
+                                 interventions=[iv.model_dump(mode="json") for iv in ep.steering()],
+                                 offtopic_char=off, ontopic_char=on,
                                  detectors=list(detectors) if detectors else None, id=ep.episode_id,
                                  extra={"latent": ep.latent, "scores": list(ep.scores), "run": ep.run,
                                         "seed": ep.seed, "boundary_source": b.source}))
