@@ -84,7 +84,7 @@ def listening_inodes(port: int) -> set[str]:
 def port_owners(port: int) -> list[int]:
     """PIDs (of the processes this user can inspect) holding a socket that listens on ``port``."""
     targets = {f"socket:[{i}]" for i in listening_inodes(port)}
-    owners = []
+    owners: list[int] = []
     if not targets:
         return owners
     for entry in Path("/proc").iterdir():

@@ -143,6 +143,7 @@ class LocalNdif:
             "GRPC_ENABLE_FORK_SUPPORT": "0",
             "RAY_raylet_start_wait_time_s": "600",
             "RAY_agent_register_timeout_ms": "600000",
+            "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "300",  # Ray client proxy: 30 s is missed under load
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
