@@ -62,9 +62,7 @@ def main() -> int:
                                                      repetition_penalty=spec.repetition_penalty),
                            seeds=list(range(B)), batch_size=B, remote=True, progress=False)
     dt = time.monotonic() - t0
-    per_row = spec.d_model * 4  # one float32 row of W_enc or W_dec
-    sliced = (k_cap + k_abl) * 2 * per_row + B * per_row
-    whole = int(spec.sae_width) * 2 * per_row
+    whole = int(spec.sae_width) * 2 * spec.d_model * 4  # float32 W_enc + W_dec of every latent
     print(f"{MODEL} (weightless), {B} rows: steer 1 latent/row @ layer {spec.steer_layer}, ablate {k_abl} @ layer "
           f"{spec.ablate_layer}, capture {k_cap} @ layer {spec.read_layer}, {args.new_tokens} new tokens")
     if note:
@@ -72,8 +70,8 @@ def main() -> int:
     print(f"request as posted ({'zstd' if size.compressed else 'raw'}): {size.sent_bytes / 2**20:.2f} MiB; "
           f"raw {size.raw_bytes / 2**20:.2f} MiB; goal {REQUEST_LIMIT_BYTES / 2**20:.0f} MiB: "
           f"{'met' if size.sent_bytes <= REQUEST_LIMIT_BYTES else 'NOT met'} (measured in {dt:.1f} s)")
-    print(f"of which SAE rows + addends (float32): {sliced / 2**20:.2f} MiB; the whole SAE's encoder+decoder would "
-          f"be {whole / 2**30:.2f} GiB per request")
+    print(f"the sliced SAE ships only the {B + k_cap + k_abl} touched latents; the whole SAE's encoder + decoder "
+          f"would be {whole / 2**30:.2f} GiB per request")
     return 0
 
 

@@ -67,18 +67,25 @@ def sizing(lm: Any) -> Iterator[list[RequestSize]]:
     instead of sent; yields the list the sizes are appended to. ``remote="local"`` and local calls are
     unaffected."""
     sizes: list[RequestSize] = []
-    original = lm._remote_backend
+    # Patched on the class, not the instance: an instance attribute would be pickled into the request (and
+    # change its size); the patch answers only for ``lm`` and is undone on exit.
+    cls = type(lm)
+    own = cls.__dict__.get("_remote_backend")
+    original = cls._remote_backend
 
-    def backend(remote: bool | str, blocking: bool, job_id: str | None, verbose: bool) -> Any:
-        if remote == "local":
-            return original(remote, blocking, job_id, verbose)
-        return _SizingBackend(sizes)
+    def backend(self: Any, remote: bool | str, blocking: bool, job_id: str | None, verbose: bool) -> Any:
+        if self is lm and remote != "local":
+            return _SizingBackend(sizes)
+        return original(self, remote, blocking, job_id, verbose)
 
-    object.__setattr__(lm, "_remote_backend", backend)
+    cls._remote_backend = backend
     try:
         yield sizes
     finally:
-        object.__delattr__(lm, "_remote_backend")
+        if own is None:
+            del cls._remote_backend
+        else:
+            cls._remote_backend = own
 
 
 def measure_request(lm: Any, call: Callable[..., Any], *args: Any, **kwargs: Any) -> RequestSize:
