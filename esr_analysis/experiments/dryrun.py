@@ -144,8 +144,6 @@ def planning_model(spec: Any) -> tuple[Any, str]:
 def plan_run(config: Any, overrides: list[str] | None = None, *, model: Any = None, spec: Any = None) -> RunPlan:
     """The :class:`RunPlan` of ``config`` (a preset, file, dict or config); see the module docstring.
     ``model``/``spec`` replace the weightless model of the config's model (tests pass a tiny one)."""
-    import torch
-
     from esr_analysis.experiments.config import load_config
     from esr_analysis.experiments.prompts import load_prompts
     from esr_analysis.experiments.selection import max_activations
