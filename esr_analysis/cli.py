@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--run-dir", help="where to write the run (default <output_dir>/<name>)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--figures", action="store_true", help="also write the figures into figures/")
+    r.add_argument("--dry-run", action="store_true", help="plan every remote request of the run (count, payload "
+                   "and result sizes) without sending or running anything")
 
     s = sub.add_parser("resume", help="continue a pipeline run directory (skips finished trials)")
     s.add_argument("run_dir")
@@ -247,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "demo" and not args.base_only:
             return _demo_side_by_side(args)
+        if args.command == "run" and args.dry_run:
+            from esr_analysis.experiments.dryrun import plan_run
+
+            print(plan_run(args.config, args.overrides or None).table())
+            return 0
         if args.command in ("run", "demo"):
             from esr_analysis.experiments.pipeline import run_pipeline
 

@@ -182,3 +182,12 @@ def median_residual_norm(model: Any, layer: int, texts: Sequence[str] = REFERENC
     if texts is REFERENCE_TEXTS:
         _NORM_CACHE[key] = value
     return value
+
+
+def remember_median_norm(model: Any, layer: int, value: float | None) -> None:
+    """Set (``None``: clear) the cached median norm of ``(model, layer)`` for the default reference texts; the
+    dry-run planner measures the norm pass once and then lets generations skip it, as they do in a run."""
+    if value is None:
+        _NORM_CACHE.pop((id(model), layer), None)
+    else:
+        _NORM_CACHE[(id(model), layer)] = float(value)

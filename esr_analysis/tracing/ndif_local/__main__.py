@@ -1,6 +1,7 @@
 """``python -m esr_analysis.tracing.ndif_local venv|up|down|status``: build the server environment, start the
 machine's default local NDIF (state in :func:`~esr_analysis.tracing.ndif_local.instance.stack_run_dir`),
-stop it, or say whether it runs."""
+stop it, or say whether it runs. ``... test -- <pytest args>`` is the ndif step of ``make test``
+(:func:`~esr_analysis.tracing.ndif_local.check.run_ndif_tests`)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,14 @@ from esr_analysis.tracing.ndif_local.models import served_models
 
 
 def ndif_local_main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["test"]:
+        from esr_analysis.tracing.ndif_local.check import run_ndif_tests
+
+        rest = argv[1:]
+        return run_ndif_tests(rest[1:] if rest[:1] == ["--"] else rest)
     parser = argparse.ArgumentParser(prog="python -m esr_analysis.tracing.ndif_local")
-    parser.add_argument("command", choices=["venv", "up", "down", "status"])
+    parser.add_argument("command", choices=["venv", "up", "down", "status", "test"])
     parser.add_argument("--no-embedded", action="store_true", help="serve only the tiny model")
     args = parser.parse_args(argv)
     run_dir = stack_run_dir()

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from esr_analysis.files import atomic_write_json
 from esr_analysis.paths import cache_dir
+from esr_analysis.tracing.ndif_local.check import record
 from esr_analysis.tracing.ndif_local.env import NdifUnavailable, build_venv, why_unavailable
 
 RUN_ID_VAR = "ESR_NDIF_RUN_ID"
@@ -106,6 +107,7 @@ class LocalNdif:
         data = asdict(self)
         data["run_dir"] = str(self.run_dir)
         atomic_write_json(self.run_dir / "state.json", data)
+        record(data)  # the ledger of `make test`'s ndif step, when one is set (check.py)
 
     @classmethod
     def from_state(cls, run_dir: Path) -> LocalNdif | None:
@@ -141,6 +143,7 @@ class LocalNdif:
             "GRPC_ENABLE_FORK_SUPPORT": "0",
             "RAY_raylet_start_wait_time_s": "600",
             "RAY_agent_register_timeout_ms": "600000",
+            "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "300",  # Ray client proxy: 30 s is missed under load
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
