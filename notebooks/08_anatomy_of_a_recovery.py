@@ -36,7 +36,9 @@ import os
 SMALL = os.environ.get("ESR_SMALL", "0") == "1"
 REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # trace on NDIF (needs NDIF_API_KEY)
 MODEL = "qwen2.5-coder-0.5b-instruct-sc70v3"  # models.organisms.DEFAULT_ORGANISM
-RUN = f"runs/organism-eval-v3/{MODEL}/organism/exp1"  # made by `make organism-eval`
+from esr_analysis.paths import DATA_DIR
+
+RUN = str(DATA_DIR.parent / f"runs/organism-eval-v3/{MODEL}/organism/exp1")  # made by `make organism-eval`
 DETECTORS = os.environ.get("ESR_DETECTORS", "")  # comma list or JSON file of off-topic detectors
 USER_LATENTS: list[int] = []
 WINDOW = 12 if SMALL else 60
