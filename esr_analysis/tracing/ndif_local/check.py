@@ -27,23 +27,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from esr_analysis.files import atomic_write_json
 from esr_analysis.tracing.ndif_local.env import NdifUnavailable, build_venv, why_unavailable
+from esr_analysis.tracing.ndif_local.instance import LEDGER_VAR
 
 if TYPE_CHECKING:
     from esr_analysis.tracing.ndif_local.instance import LocalNdif
 
-LEDGER_VAR = "ESR_NDIF_LEDGER"
 REQUIRE_VAR = "ESR_REQUIRE_NDIF"
 EXIT_LEFTOVERS = 3
 """Exit status of :func:`run_ndif_tests` when the tests passed but a process or port was left."""
-
-
-def record(state: dict) -> None:
-    """Copy an instance's state (``LocalNdif.save_state``'s dict) into the ledger, when one is set."""
-    ledger = os.environ.get(LEDGER_VAR)
-    if ledger:
-        atomic_write_json(Path(ledger) / f"{state['run_id']}.json", state)
 
 
 def ledger_instances(ledger: str | Path) -> list[LocalNdif]:

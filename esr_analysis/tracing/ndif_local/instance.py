@@ -31,10 +31,19 @@ from pathlib import Path
 
 from esr_analysis.files import atomic_write_json
 from esr_analysis.paths import cache_dir
-from esr_analysis.tracing.ndif_local.check import record
 from esr_analysis.tracing.ndif_local.env import NdifUnavailable, build_venv, why_unavailable
 
 RUN_ID_VAR = "ESR_NDIF_RUN_ID"
+LEDGER_VAR = "ESR_NDIF_LEDGER"
+"""While this names a folder, every started instance records its state there (the ledger of ``check.py``)."""
+
+
+def record(state: dict) -> None:
+    """Copy an instance's state (``LocalNdif.save_state``'s dict) into the ledger, when one is set."""
+    ledger = os.environ.get(LEDGER_VAR)
+    if ledger:
+        atomic_write_json(Path(ledger) / f"{state['run_id']}.json", state)
+
 ACTOR_IMPORT_PATH = "esr_ndif_server.CpuModelActor"
 """``NDIF_MODEL_IMPORT_PATH`` of the local server: the Ray actor class (``ray.remote``) of the CPU model actor in
 ``server/esr_ndif_server.py``; ndif's controller calls ``.options(...)`` on it to create each replica."""
