@@ -175,7 +175,7 @@ def median_residual_norm(model: Any, layer: int, texts: Sequence[str] = REFERENC
     with ``chat``): the unit ``m`` of relative steering strengths. Cached per (model, layer) for the
     default :data:`REFERENCE_TEXTS`. The reading pass runs where ``remote`` says (as every trace of a remote
     call must: run locally, a meta model would load its full weights)."""
-    key = (id(model), layer)
+    key = _norm_key(model, layer)
     if texts is REFERENCE_TEXTS and key in _NORM_CACHE:
         return _NORM_CACHE[key]
     value = float(ordinary_residuals(model, list(texts), layer, chat=chat, remote=remote).norm(dim=-1).median())
@@ -188,6 +188,11 @@ def remember_median_norm(model: Any, layer: int, value: float | None) -> None:
     """Set (``None``: clear) the cached median norm of ``(model, layer)`` for the default reference texts; the
     dry-run planner measures the norm pass once and then lets generations skip it, as they do in a run."""
     if value is None:
-        _NORM_CACHE.pop((id(model), layer), None)
+        _NORM_CACHE.pop(_norm_key(model, layer), None)
     else:
-        _NORM_CACHE[(id(model), layer)] = float(value)
+        _NORM_CACHE[_norm_key(model, layer)] = float(value)
+
+
+def _norm_key(model: Any, layer: int) -> tuple[int, int]:
+    """The key of :data:`_NORM_CACHE`: one entry per (model object, layer)."""
+    return (id(model), layer)
