@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: models.organisms.DEFAULT_ORGANISM)")
     d.add_argument("--no-progress", action="store_true")
 
+    g = sub.add_parser("regrade", help="grade a run's stored responses again with a judge, into a new directory")
+    g.add_argument("src", help="a pipeline run directory or a store run")
+    g.add_argument("dst", help="new directory (must not exist or be empty)")
+    g.add_argument("--judge", default="offline", help="judge name (default: offline, its current version)")
+    g.add_argument("--no-progress", action="store_true")
+
     pr = sub.add_parser("presets", help="list presets (or show one as JSON)")
     pr.add_argument("--show", metavar="NAME", help="print this preset's full config")
     _detector_parser(sub)
@@ -203,6 +209,21 @@ def _detectors(args: Any) -> int:
     return 0
 
 
+def _regrade(args: Any) -> int:
+    from esr_analysis.experiments.regrade import regrade_run_dir
+    from esr_analysis.judge import make_judge
+    from esr_analysis.paths import cache_dir
+
+    if Path(args.dst).exists() and any(Path(args.dst).iterdir()):
+        raise ValueError(f"{args.dst} exists and is not empty: regrading never writes over a run")
+    counts = regrade_run_dir(args.src, args.dst, make_judge(args.judge), grade_cache=cache_dir() / "judge_grades.sqlite",
+                             progress=not args.no_progress)
+    for name, c in counts.items():
+        print(f"{name}: {c['n']} trials regraded, {c['changed_attempts']} with a different number of attempts")
+    print(f"wrote {args.dst}")
+    return 0
+
+
 DEMO_NOTE = ("note: the demo is a small run (6 latents x 3 prompts, 64 new tokens per trial), too short for much "
              "recovery; the full-size embedded run is `esr run embedded-full` (30 latents x 5 prompts, 128 tokens; "
              "about 45-50 min on 2 quiet cores, estimated in docs/experiments.md)")
@@ -282,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "detectors":
             return _detectors(args)
+        if args.command == "regrade":
+            return _regrade(args)
         if args.command == "figures":
             from esr_analysis.plotting import figures_for_run
 

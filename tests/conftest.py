@@ -109,3 +109,46 @@ def local_ndif(tmp_path_factory):
     finally:
         point_client_at(previous)
         inst.stop()
+
+
+def hash_judge(rubric_hash: str = "hash-v1", two_attempts_every: int = 3):
+    """A deterministic :class:`~esr_analysis.judge.base.Judge`: score = a hash of the response mod 101; responses
+    whose hash is divisible by ``two_attempts_every`` get a second attempt (10 points higher, capped at 100)."""
+    import hashlib
+
+    from esr_analysis.judge.base import Judge
+    from esr_analysis.judge.types import Attempt, Grade, GradeRequest
+
+    class _HashJudge(Judge):
+        judge_id = "hash"
+        uses_api = False
+
+        async def grade_one(self, request: GradeRequest) -> Grade:
+            h = int(hashlib.sha256(request.response.encode()).hexdigest()[:8], 16)
+            attempts = [Attempt(text="x", score=float(h % 101))]
+            if h % two_attempts_every == 0:
+                attempts.append(Attempt(text="y", score=float(min(100, h % 101 + 10))))
+            return Grade(attempts=attempts, judge_id=self.judge_id, rubric_hash=self.rubric_hash)
+
+    j = _HashJudge()
+    j.rubric_hash = rubric_hash
+    return j
+
+
+@pytest.fixture
+def exp1_run(tmp_path, tiny_sae):
+    """A tiny pipeline run with exp 1 (3 latents x 3 prompts) and its session."""
+    from esr_analysis.experiments import load_config
+    from esr_analysis.experiments.pipeline import run_pipeline
+    from esr_analysis.experiments.session import open_session
+    from esr_analysis.models.tiny import load_tiny
+
+    over = {"model": "tiny-llama", "n_prompts_per_latent": 3, "max_new_tokens": 6, "batch_size": 8,
+            "temperature": 0.7, "selection.n_latents": 3, "selection.relevance_rule": "none", "search.n_steps": 1,
+            "search.max_new_tokens": 3, "search.upper": 20, "search.prior_mean": 5, "search.prior_std": 5,
+            "search.grid_size": 100, "search.require_fluent_window": False, "output_dir": str(tmp_path / "runs"),
+            "experiments": ["exp1"]}
+    s = open_session(load_config("embedded-demo", over), model=load_tiny("llama"), sae=tiny_sae, judge=hash_judge(),
+                     cache_dir=tmp_path / "cache", progress=False)
+    res = run_pipeline(s.config, session=s, cache_dir=tmp_path / "cache")
+    return s, res.run_dir

@@ -4,13 +4,10 @@ study steps end to end; errors before compute."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
 
-from esr_analysis.judge.base import Judge
-from esr_analysis.judge.types import Attempt, Grade, GradeRequest
 from esr_analysis.mechanisms.ablation import (
     baseline_subset,
     load_paired,
@@ -21,42 +18,8 @@ from esr_analysis.mechanisms.ablation import (
 from esr_analysis.store import read_trials
 
 
-class HashJudge(Judge):
-    """Deterministic offline judge: scores from a hash of the response; a third of responses get two attempts."""
-
-    judge_id = "hash"
-    rubric_hash = "hash-v1"
-    uses_api = False
-
-    async def grade_one(self, request: GradeRequest) -> Grade:
-        h = int(hashlib.sha256(request.response.encode()).hexdigest()[:8], 16)
-        attempts = [Attempt(text="x", score=float(h % 101))]
-        if h % 3 == 0:
-            attempts.append(Attempt(text="y", score=float(min(100, h % 101 + 10))))
-        return Grade(attempts=attempts, judge_id=self.judge_id, rubric_hash=self.rubric_hash)
-
-
-@pytest.fixture
-def run(tmp_path, tiny_sae):
-    """A tiny pipeline run with exp 1 (3 latents x 3 prompts) and its session."""
-    from esr_analysis.experiments import load_config
-    from esr_analysis.experiments.pipeline import run_pipeline
-    from esr_analysis.experiments.session import open_session
-    from esr_analysis.models.tiny import load_tiny
-
-    over = {"model": "tiny-llama", "n_prompts_per_latent": 3, "max_new_tokens": 6, "batch_size": 8,
-            "temperature": 0.7, "selection.n_latents": 3, "selection.relevance_rule": "none", "search.n_steps": 1,
-            "search.max_new_tokens": 3, "search.upper": 20, "search.prior_mean": 5, "search.prior_std": 5,
-            "search.grid_size": 100, "search.require_fluent_window": False, "output_dir": str(tmp_path / "runs"),
-            "experiments": ["exp1"]}
-    s = open_session(load_config("embedded-demo", over), model=load_tiny("llama"), sae=tiny_sae, judge=HashJudge(),
-                     cache_dir=tmp_path / "cache", progress=False)
-    res = run_pipeline(s.config, session=s, cache_dir=tmp_path / "cache")
-    return s, res.run_dir
-
-
-def test_subset_is_seeded_and_fixed(run):
-    _, rd = run
+def test_subset_is_seeded_and_fixed(exp1_run):
+    _, rd = exp1_run
     trials = source_trials(rd / "exp1")
     assert len(trials) == 9
     a = baseline_subset(trials, 5, seed=1)
@@ -66,10 +29,10 @@ def test_subset_is_seeded_and_fixed(run):
     assert len(baseline_subset(trials, None, 0)) == 9 and len(baseline_subset(trials, 50, 0)) == 9
 
 
-def test_ablation_replays_each_trial_with_the_latents_ablated(run):
+def test_ablation_replays_each_trial_with_the_latents_ablated(exp1_run):
     from esr_analysis.steering import AblateLatents, AddLatent, SamplingSettings, generate
 
-    s, rd = run
+    s, rd = exp1_run
     src = source_trials(rd / "exp1")
     out = run_ablation(s, rd / "exp3", src, [40, 7, 11])
     abl = load_paired(out)
@@ -92,10 +55,10 @@ def test_ablation_replays_each_trial_with_the_latents_ablated(run):
     assert any(t.output_ids != by_id[t.meta["source_trial"]].output_ids for t in load_paired(every))
 
 
-def test_pairing_survives_a_killed_run_and_conflicting_subsets_are_refused(run):
+def test_pairing_survives_a_killed_run_and_conflicting_subsets_are_refused(exp1_run):
     from esr_analysis.store import RunConflictError
 
-    s, rd = run
+    s, rd = exp1_run
     src = baseline_subset(source_trials(rd / "exp1"), 6, seed=0)
     run_ablation(s, rd / "exp3", src, [5, 6])
     first = {t.trial_id: t.meta["source_trial"] for t in load_paired(rd / "exp3")}
@@ -114,8 +77,8 @@ def test_pairing_survives_a_killed_run_and_conflicting_subsets_are_refused(run):
         run_ablation(s, rd / "exp3", src, [5, 7])
 
 
-def test_random_sets_are_separate_paired_runs(run):
-    s, rd = run
+def test_random_sets_are_separate_paired_runs(exp1_run):
+    s, rd = exp1_run
     src = baseline_subset(source_trials(rd / "exp1"), 4, seed=0)
     paths = run_random_sets(s, rd / "exp10", src, [[1, 2], [3, 4]], sampler={"seed": 0})
     assert [p.name for p in paths] == ["set-00", "set-01"]
@@ -125,8 +88,8 @@ def test_random_sets_are_separate_paired_runs(run):
         assert all(t.key_extra["set"] == i and t.condition == "random_ablation" for t in ts)
 
 
-def test_bad_replays_fail_before_compute(run, monkeypatch):
-    s, rd = run
+def test_bad_replays_fail_before_compute(exp1_run, monkeypatch):
+    s, rd = exp1_run
     src = source_trials(rd / "exp1")
 
     def boom(*a, **k):
@@ -146,13 +109,16 @@ def test_bad_replays_fail_before_compute(run, monkeypatch):
         load_paired(rd / "exp1")
     with pytest.raises(ValueError, match="no replayable"):
         source_trials([t.model_copy(update={"boost": None}) for t in src])
+    graded_elsewhere = [t.model_copy(update={"grade": {**t.grade, "rubric_hash": "other"}}) for t in src]
+    with pytest.raises(ValueError, match="regrade the run first"):
+        run_ablation(s, rd / "x", graded_elsewhere, [3])
     assert not (rd / "x").exists()
 
 
-def test_study_steps_end_to_end(run, tmp_path):
+def test_study_steps_end_to_end(exp1_run, tmp_path):
     from esr_analysis.mechanisms import detector_study as study
 
-    s, rd = run
+    s, rd = exp1_run
     det_file = tmp_path / "det" / "tiny.json"
     det_file.parent.mkdir()
     rec = study.discover_to_file(s.model, s.sae, det_file, model_name="tiny-llama", layer=1, n_prompts=4,

@@ -71,7 +71,13 @@ def check_replay(session: Any, trials: Sequence[Any], latents: Sequence[int]) ->
     if not latents:
         raise ValueError("the ablated latent set is empty")
     check_latents(session.sae, list(latents))
+    rubric = getattr(getattr(session, "judge", None), "rubric_hash", None)
     for t in trials:
+        graded_with = (t.grade or {}).get("rubric_hash")
+        if rubric is not None and graded_with is not None and graded_with != rubric:
+            raise ValueError(f"trial {t.trial_id} was graded with rubric {graded_with[:12]}, the session's judge has "
+                             f"{rubric[:12]}: a replay would be paired with a differently graded partner; regrade "
+                             "the run first (`esr regrade SRC DST`)")
         steer = t.layers.steer
         if steer is not None and steer != session.steer_layer:
             raise ValueError(f"trial {t.trial_id} was steered at layer {steer}, the session steers at "
