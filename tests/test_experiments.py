@@ -446,3 +446,24 @@ def test_session_remote_local_matches_local(tmp_path, tiny_sae):
     mx_local = max_activations(local.model, local.sae, prompts, [1, 2, 3], 1)
     mx_remote = max_activations(remote.model, remote.sae, prompts, [1, 2, 3], 1, remote="local")
     assert mx_local.allclose(mx_remote, atol=1e-5)
+
+
+def test_selection_read_is_chunked_by_bytes_and_ships_no_decoder(tmp_path, tiny_sae):
+    import torch
+
+    from esr_analysis.experiments.selection import latent_chunks, max_activations
+    from esr_analysis.sae.sliced import SlicedSAE
+    from esr_analysis.tracing.plans import LayerPlan
+
+    assert latent_chunks(range(10), d_model=3, max_bytes=4 * 4 * 3) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert latent_chunks([5, 1], d_model=8192, max_bytes=1) == [[5], [1]]     # never an empty chunk
+    with pytest.raises(ValueError, match="positive"):
+        latent_chunks([1], d_model=4, max_bytes=0)
+    s = _tiny_session(tmp_path, tiny_sae)
+    d_model = int(tiny_sae.W_enc.shape[0])
+    whole = max_activations(s.model, s.sae, s.prompts[:4], list(range(40)), 1)
+    chunked = max_activations(s.model, s.sae, s.prompts[:4], list(range(40)), 1, max_read_bytes=7 * 4 * (d_model + 1))
+    assert len(latent_chunks(range(40), d_model, 7 * 4 * (d_model + 1))) == 6
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    kernel = LayerPlan(layer=1, read=SlicedSAE.from_sae(tiny_sae, [1, 2]).params()).as_kernel()
+    assert "W_dec" not in kernel["read"] and kernel["read"]["W_enc"].shape == (d_model, 2)

@@ -354,3 +354,7 @@ def test_recovery_points_from_trial_episodes_round_trip_and_count_unclear(tmp_pa
     (q,), _ = recovery_points(real, bounds[:1])
     (iv,) = load_episodes(write_recovery_points(tmp_path / "s.jsonl", [q]))[0].parsed_interventions()
     assert (iv.latent, iv.layer, iv.strength, iv.unit) == (3, 1, 17.5, "sae")
+    # an episode file that keeps the resolved record itself (as the committed organism episodes do) parses too
+    raw = RecoveryPoint.from_dict({"prompt": "p", "response": text, "correction_char": 4, "interventions": [stored]})
+    (iv2,) = raw.parsed_interventions()
+    assert (iv2.latent, iv2.strength, iv2.unit) == (3, 17.5, "sae")

@@ -53,25 +53,47 @@ def _user_turn_ids(tokenizer: Any, prompt: str) -> list[int]:
                        generation_prompt=False)[1]
 
 
+READ_BYTES_PER_REQUEST = 8 << 20
+"""Budget for the encoder slice one selection read ships (8 MiB: ~256 latents of a d_model-8192 model)."""
+
+
+def latent_chunks(latents: Sequence[int], d_model: int, max_bytes: int = READ_BYTES_PER_REQUEST) -> list[list[int]]:
+    """``latents`` split in order into chunks whose float32 encoder slice (``d_model + 1`` floats per latent)
+    fits in ``max_bytes``; at least one latent per chunk."""
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    per_chunk = max(1, max_bytes // (4 * (d_model + 1)))
+    lats = list(latents)
+    return [lats[i:i + per_chunk] for i in range(0, len(lats), per_chunk)]
+
+
 def max_activations(model: Any, sae: Any, prompts: Sequence[str], latents: Sequence[int], layer: int, *,
-                    batch_size: int = 16, remote: bool | str = False) -> Any:
+                    batch_size: int = 16, remote: bool | str = False,
+                    max_read_bytes: int = READ_BYTES_PER_REQUEST) -> Any:
     """``[n_prompts, n_latents]`` tensor: each latent's maximum activation over the real positions of each
-    prompt's user turn (template, no generation prompt), read at the output of block ``layer``."""
+    prompt's user turn (template, no generation prompt), read at the output of block ``layer``.
+
+    The latents are read in chunks (:func:`latent_chunks`) so no request ships more than ``max_read_bytes`` of
+    encoder weights: one pass per (prompt batch, chunk); a small model's candidates fit in one chunk."""
     import torch
 
-    from esr_analysis.sae.sliced import SlicedSAE
+    from esr_analysis.sae.sliced import SlicedSAE, sae_width
     from esr_analysis.tracing.plans import LayerPlan, left_pad, step0_masks
     from esr_analysis.tracing.run import forward_with_plan
 
-    read = SlicedSAE.from_sae(sae, list(latents)).params(dtype=torch.float32)
-    plan = LayerPlan(layer=layer, read=read)
+    chunks = latent_chunks(latents, sae_width(sae)[0], max_read_bytes)
+    plans = [LayerPlan(layer=layer, read=SlicedSAE.from_sae(sae, c).params(dtype=torch.float32)) for c in chunks]
     rows = []
     for lo in range(0, len(prompts), batch_size):
         ids, mask = left_pad([_user_turn_ids(model.tokenizer, p) for p in prompts[lo:lo + batch_size]], model.tokenizer)
-        acts, _ = forward_with_plan(model, ids, mask, [plan], step0_masks(mask), stop_after_last=True, remote=remote)
-        a = acts[layer].float()
-        a = a.masked_fill(~mask.bool()[:, :, None], float("-inf"))
-        rows.append(a.max(dim=1).values)
+        cols = []
+        for plan in plans:
+            acts, _ = forward_with_plan(model, ids, mask, [plan], step0_masks(mask), stop_after_last=True,
+                                        remote=remote)
+            a = acts[layer].float()
+            a = a.masked_fill(~mask.bool()[:, :, None], float("-inf"))
+            cols.append(a.max(dim=1).values)
+        rows.append(torch.cat(cols, dim=1))
     return torch.cat(rows, dim=0)
 
 

@@ -43,6 +43,11 @@ class SliceParams:
         return {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec,
                 "threshold": self.threshold, "apply_b_dec_to_input": bool(self.apply_b_dec_to_input)}
 
+    def as_encoder_kernel(self) -> dict[str, Any]:
+        """The *encoder* format: the slice without ``W_dec`` (a read only encodes, so a remote read of ``k``
+        latents ships ``D x k`` floats, not twice that)."""
+        return {key: value for key, value in self.as_kernel().items() if key != "W_dec"}
+
 
 @dataclass
 class LayerPlan:
@@ -65,7 +70,7 @@ class LayerPlan:
             "layer": int(self.layer),
             "adds": dict(self.adds),
             "ablations": [(scope, p.as_kernel(), mask) for scope, p, mask in self.ablations],
-            "read": None if self.read is None else self.read.as_kernel(),
+            "read": None if self.read is None else self.read.as_encoder_kernel(),
         }
 
 

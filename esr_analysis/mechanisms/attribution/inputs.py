@@ -82,12 +82,19 @@ class RecoveryPoint:
         return cls(**known, extra={k: v for k, v in d.items() if k not in _FIELDS})
 
     def parsed_interventions(self) -> list[Any]:
-        """The interventions as :mod:`esr_analysis.steering.interventions` objects."""
+        """The interventions as :mod:`esr_analysis.steering.interventions` objects.
+
+        Each entry is either an intervention's own dump (``AddLatent(...).model_dump()``, with ``strength``) or
+        a stored resolved record (with ``strength_given``/``strength_sae``, as runs and episode files keep
+        them), which replays at the strength generation applied, in SAE units."""
         from pydantic import TypeAdapter
 
+        from esr_analysis.mechanisms.episodes import interventions_from_records
         from esr_analysis.steering.interventions import Intervention
 
-        return list(TypeAdapter(list[Intervention]).validate_python(self.interventions))
+        adapter = TypeAdapter(Intervention)
+        return [interventions_from_records([iv])[0] if ("strength_given" in iv or "strength_sae" in iv)
+                else adapter.validate_python(iv) for iv in self.interventions]
 
 
 def load_episodes(path: str | Path) -> list[RecoveryPoint]:
