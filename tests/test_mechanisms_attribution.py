@@ -358,3 +358,77 @@ def test_recovery_points_from_trial_episodes_round_trip_and_count_unclear(tmp_pa
     raw = RecoveryPoint.from_dict({"prompt": "p", "response": text, "correction_char": 4, "interventions": [stored]})
     (iv2,) = raw.parsed_interventions()
     assert (iv2.latent, iv2.strength, iv2.unit) == (3, 17.5, "sae")
+
+
+def _synthetic_records(seed: int, ids: list[str], noise: float, base: dict[str, float] | None = None):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    sites = [f"L{layer}.H{h}" for layer in range(3) for h in range(4)] + [f"L{layer}.mlp" for layer in range(3)]
+    sites += ["sae_error", "latent:5", "L2.block"]
+    recs = []
+    for j, i in enumerate(ids):
+        own = {n: float(rng.normal()) for n in sites} if base is None else {
+            n: base[i][n] + noise * float(rng.normal()) for n in sites}
+        recs.append({"id": i, "metric": "restart", "target_token": " Wait", "counterfactuals": [
+            {"kind": "steering_off", "atp": own, "metric_clean": 1.0 + j, "metric_cf": 0.5,
+             "top10_patch_effect": 0.2, "random10_patch_effect": 0.0}]})
+    return recs
+
+
+def test_comparison_of_two_models_matches_a_plain_numpy_computation():
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from esr_analysis.mechanisms.attribution.compare import compare_records, derangement, top_k_overlap
+
+    ids = [f"e{i}" for i in range(6)]
+    a = _synthetic_records(0, ids, 0.0)
+    b = _synthetic_records(1, ids, 0.3, base={r["id"]: r["counterfactuals"][0]["atp"] for r in a})
+    b.append({"id": "only-b", "metric": "restart", "counterfactuals": [{"kind": "steering_off", "skipped": "x"}]})
+    out = compare_records(a, b, k=5, seed=3, names=("organism", "base"))
+    comp = [n for n in a[0]["counterfactuals"][0]["atp"] if n not in ("latent:5", "L2.block")]
+    assert out["n_sites"] == len(comp) == 16 and out["chance_overlap"] == 5 / 16
+    assert out["n_episodes"] == 6 and out["excluded"] == ["only-b"]
+    perm = derangement(6, 3)
+    assert all(p != i for i, p in enumerate(perm)) and sorted(perm) == list(range(6))
+
+    def plain(x, y):
+        va = np.array([x[n] for n in sorted(comp)])
+        vb = np.array([y[n] for n in sorted(comp)])
+        ta, tb = set(np.argsort(-np.abs(va))[:5]), set(np.argsort(-np.abs(vb))[:5])
+        return len(ta & tb) / 5, spearmanr(va, vb).statistic
+
+    atp = {r["id"]: r["counterfactuals"][0]["atp"] for r in a}
+    atp_b = {r["id"]: r["counterfactuals"][0]["atp"] for r in b[:6]}
+    matched = [plain(atp[i], atp_b[i]) for i in ids]
+    control = [plain(atp[i], atp_b[ids[perm[j]]]) for j, i in enumerate(ids)]
+    assert out["top_k_overlap"]["matched"][0] == pytest.approx(np.mean([m[0] for m in matched]))
+    assert out["rank_agreement"]["matched"][0] == pytest.approx(np.mean([m[1] for m in matched]))
+    assert out["rank_agreement"]["control"][0] == pytest.approx(np.mean([c[1] for c in control]))
+    lo, hi = out["rank_agreement"]["matched"][1:]
+    assert lo <= out["rank_agreement"]["matched"][0] <= hi
+    # a noisy copy agrees with its own episode far better than with another episode
+    assert out["rank_agreement"]["matched_minus_control"][1] > 0
+    assert out["per_model"]["organism"]["metric_clean"][0] == pytest.approx(3.5)
+    assert [s["site"] for s in out["top_sites_of_organism"]][:1] == [
+        max(comp, key=lambda n: abs(np.mean([atp[i][n] for i in ids])))]
+    assert top_k_overlap(atp["e0"], atp["e0"], 16) == 1.0
+
+
+def test_comparison_refuses_unlike_records():
+    from esr_analysis.mechanisms.attribution.compare import compare_records, top_k_overlap
+
+    ids = ["e0", "e1", "e2"]
+    a = _synthetic_records(0, ids, 0.0)
+    b = _synthetic_records(1, ids, 0.0)
+    for r in b:
+        r["metric"] = "detectors"
+    for c in b[0]["counterfactuals"]:
+        c["metric"] = "detectors"
+    with pytest.raises(ConfigError, match="different metrics"):
+        compare_records(a, b)
+    with pytest.raises(ConfigError, match="episodes in common"):
+        compare_records(a[:1], _synthetic_records(1, ids, 0.0)[:1])
+    with pytest.raises(ConfigError, match="k must be"):
+        top_k_overlap(a[0]["counterfactuals"][0]["atp"], a[1]["counterfactuals"][0]["atp"], 17)

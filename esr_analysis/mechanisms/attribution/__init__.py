@@ -7,6 +7,7 @@ block outputs and SAE latents with an error node, checked by activation patching
   patching; the SAE node.
 * :mod:`.study`: one record per episode, the aggregate over episodes with bootstrap intervals.
 * :mod:`.plots`: layer x head heatmap, MLP bars, the top-components table.
+* :mod:`.compare`: two models (organism and base) on the same episodes.
 
 All model access goes through :func:`esr_analysis.tracing.attribution.site_pass`.
 """
