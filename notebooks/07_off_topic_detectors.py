@@ -36,22 +36,23 @@
 # **Parameters**: `SMALL` (env `ESR_SMALL=1`: two latents × two prompts, 16 tokens, 4 discovery prompts, 2 random
 # sets; a smoke run whose numbers mean nothing) and `REMOTE` (env `ESR_REMOTE=1`: the paper's Llama-3.3-70B preset
 # on NDIF; the discovery read and the replays are then traces sent with `remote=True`, the SAE sliced so only the
-# touched latents travel). The full setting is 6 latents × 3 prompts at 64 tokens, 20 discovery prompts,
-# 12 replayed trials × (1 + 20) ablated sets.
+# touched latents travel). The full local setting is the organism, 6 latents × 3 prompts at 64 tokens, 20 discovery
+# prompts, 12 replayed trials × (1 + 20) ablated sets (about 25 min on 2 cores); the larger committed study is
+# `data/results/detectors_<model>.json` (`docs/mechanisms.md`).
 
 # %% tags=["parameters"]
 import os
 
 SMALL = os.environ.get("ESR_SMALL", "0") == "1"
 REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (needs NDIF_API_KEY)
+MODEL = "qwen2.5-coder-0.5b-instruct-sc70v3"  # the local full setting's model: models.organisms.DEFAULT_ORGANISM
 
 # %% [markdown]
-# > **The judge.** Scores come from the *offline* judge (`judge="offline"`): attempts are cut at explicit restart
-# > phrases and scored by topical relevance, so multi-attempt counts here are counts of restart phrases, not
-# > graded recoveries (notebook 03 explains the limits). The embedded base model almost never restarts, so its
-# > multi-attempt rate is near zero and an ablation cannot lower it: run this on the self-correcting organism
-# > (`--set model=qwen2.5-coder-0.5b-instruct-sc70v3`, `docs/organism.md`) or with `judge="claude"` for numbers that can
-# > speak to the paper's claim.
+# > **The model and the judge.** The embedded base model almost never restarts, so its multi-attempt rate is near
+# > zero and an ablation cannot lower it: the full local setting therefore runs on the self-correcting organism
+# > (`MODEL`, `docs/organism.md`), keeping every latent (`search.require_fluent_window=false`, as the organism's
+# > evaluation does). Scores come from the *offline* judge: attempts are cut at explicit restart phrases and
+# > scored by how well each answers the prompt (`docs/judging.md`); use `judge="claude"` for the paper's grader.
 
 # %%
 import tempfile
@@ -62,8 +63,9 @@ from esr_analysis.experiments.session import notebook_session
 N_DISCOVERY = 4 if SMALL else 20
 N_TRIALS = 3 if SMALL else 12
 N_SETS = 2 if SMALL else 20
+FULL_LOCAL = {"model": MODEL, "search.require_fluent_window": False, "n_prompts_per_latent": 3}
 session = notebook_session(SMALL, remote=REMOTE, progress=False,
-                           overrides={"experiments": ["exp1"], **({} if SMALL else {"n_prompts_per_latent": 3})})
+                           overrides={"experiments": ["exp1"], **({} if SMALL or REMOTE else FULL_LOCAL)})
 run_dir = tempfile.mkdtemp(prefix="esr-nb07-")
 result = run_pipeline(session.config, session=session, run_dir=run_dir)
 print("model:", session.model_id.get("name"), "| SAE:", session.sae_source, "| read layer", session.read_layer,

@@ -39,7 +39,7 @@ MODEL = "qwen2.5-coder-0.5b-instruct-sc70v3"  # models.organisms.DEFAULT_ORGANIS
 from esr_analysis.paths import DATA_DIR
 
 RUN = str(DATA_DIR.parent / f"runs/organism-eval-v3/{MODEL}/organism/exp1")  # made by `make organism-eval`
-DETECTORS = os.environ.get("ESR_DETECTORS", "")  # comma list or JSON file of off-topic detectors
+DETECTORS = os.environ.get("ESR_DETECTORS", str(DATA_DIR / "detectors" / f"{MODEL}.json"))  # list or file
 USER_LATENTS: list[int] = []
 WINDOW = 12 if SMALL else 60
 
