@@ -13,13 +13,17 @@ Phases (counts with ``N`` latents, ``B = batch_size`` rows per request, ``P`` pr
 
 * norm pass: one forward per steering layer over the reference texts (relative strengths are recorded for every
   steered row, so it runs once per run; cached per model);
-* selection read (relevance rule ``zero``): ``ceil(P / B)`` forwards reading all ``N * candidate_factor``
-  candidates (``topk``: all SAE latents);
+* selection read (relevance rule ``zero``): ``ceil(P / B) * C`` forwards reading all ``N * candidate_factor``
+  candidates (``topk``: all SAE latents) in ``C`` chunks of at most
+  :data:`~esr_analysis.experiments.selection.READ_BYTES_PER_REQUEST` of encoder weights each;
 * calibration: ``n_steps * ceil(N * samples_per_step / B)`` generations of ``search.max_new_tokens`` tokens, plus
   ``ceil(N / B)`` for the achieved score;
-* exp1 (steered) and exp8 (unsteered): ``ceil(N * n_prompts_per_latent / B)`` generations each.
-
-Other experiments (exp2, exp5, exp7) are listed as not planned.
+* exp1 (steered) and exp8 (unsteered): ``ceil(N * n_prompts_per_latent / B)`` generations each;
+* exp2 (boost sweep): ``ceil(N * n_prompts_per_latent * L / B)`` with ``L`` = ``boost.n_levels`` (sigma mode,
+  an upper bound: clamped levels merge) + ``len(boost.multiples)`` (multiple mode);
+* exp5 (meta-prompting): ``ceil(N * n_prompts_per_latent * (1 + V) / B)`` for ``V`` variants, measured on the
+  longest prompts with the longest variant suffix;
+* exp7 (cross-judge) sends no model request: it re-grades stored responses with other judges.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-PLANNED_EXPERIMENTS = ("exp1", "exp8")
+PLANNED_EXPERIMENTS = ("exp1", "exp8", "exp2", "exp5", "exp7")
 REQUEST_LIMIT_BYTES = 10 * 2**20
 """The per-request goal (10 MiB) the table flags against."""
 
@@ -70,15 +74,15 @@ class RunPlan:
 
     def table(self) -> str:
         """The plan as a fixed-width text table with totals."""
-        head = f"{'phase':<34} {'requests':>8} {'rows':>4} {'payload/req':>12} {'result/req':>11} " \
+        head = f"{'phase':<40} {'requests':>8} {'rows':>4} {'payload/req':>12} {'result/req':>11} " \
                f"{'payload total':>13} {'result total':>12}"
         lines = [f"dry run of {self.config} on {self.model}: nothing was sent", head, "-" * len(head)]
         for p in self.phases:
             flag = "  > 10 MiB" if p.payload_bytes > REQUEST_LIMIT_BYTES else ""
-            lines.append(f"{p.phase:<34} {p.requests:>8} {p.rows:>4} {_mb(p.payload_bytes):>12} "
+            lines.append(f"{p.phase:<40} {p.requests:>8} {p.rows:>4} {_mb(p.payload_bytes):>12} "
                          f"{_mb(p.result_bytes):>11} {_mb(p.total_payload):>13} {_mb(p.total_result):>12}{flag}")
         lines.append("-" * len(head))
-        lines.append(f"{'total':<34} {self.requests:>8} {'':>4} {'':>12} {'':>11} "
+        lines.append(f"{'total':<40} {self.requests:>8} {'':>4} {'':>12} {'':>11} "
                      f"{_mb(sum(p.total_payload for p in self.phases)):>13} "
                      f"{_mb(sum(p.total_result for p in self.phases)):>12}")
         lines += [f"* {p.phase}: {p.note}" for p in self.phases if p.note]
@@ -144,9 +148,11 @@ def planning_model(spec: Any) -> tuple[Any, str]:
 def plan_run(config: Any, overrides: list[str] | None = None, *, model: Any = None, spec: Any = None) -> RunPlan:
     """The :class:`RunPlan` of ``config`` (a preset, file, dict or config); see the module docstring.
     ``model``/``spec`` replace the weightless model of the config's model (tests pass a tiny one)."""
+    from esr_analysis.experiments import selection as selection_module
     from esr_analysis.experiments.config import load_config
+    from esr_analysis.experiments.metaprompt import META_VARIANTS, augment
     from esr_analysis.experiments.prompts import load_prompts
-    from esr_analysis.experiments.selection import max_activations
+    from esr_analysis.experiments.selection import latent_chunks, max_activations
     from esr_analysis.models.registry import get_spec
     from esr_analysis.steering.generate import generate
     from esr_analysis.steering.interventions import AddLatent
@@ -192,25 +198,34 @@ def plan_run(config: Any, overrides: list[str] | None = None, *, model: Any = No
     # selection read
     if sel.relevance_rule != "none":
         k = len(sel.latents) if sel.latents else (N * sel.candidate_factor if sel.relevance_rule == "zero" else d_sae)
+        budget = selection_module.READ_BYTES_PER_REQUEST  # read at call time (tests lower it)
+        chunks = latent_chunks(range(k), spec.d_model, budget)
+        first = chunks[0]  # the largest chunk (chunks fill in order)
         sae = standin_sae(list(range(k)), spec.d_model, d_sae)
         size = measure_request(model, max_activations, model, sae, longest, list(range(k)), read,
-                               batch_size=B, remote=True)
-        plan.phases.append(PhasePlan(f"selection read ({k} latents)", math.ceil(len(prompts) / B), B,
-                                     size.sent_bytes, size.raw_bytes, read_result_bytes(B, T, k),
-                                     "upper bound: every candidate reaches the relevance filter"))
+                               batch_size=B, max_read_bytes=budget, remote=True)  # stops at the first chunk
+        plan.phases.append(PhasePlan(f"selection read ({k} latents, {len(chunks)} chunks)",
+                                     math.ceil(len(prompts) / B) * len(chunks), B, size.sent_bytes,
+                                     size.raw_bytes, read_result_bytes(B, T, len(first)),
+                                     f"upper bound: every candidate reaches the relevance filter; {len(first)} "
+                                     "latents per request"))
 
-    def gen_phase(name: str, n_rows: int, new_tokens: int, steered: bool, note: str = "") -> None:
+    def gen_phase(name: str, n_rows: int, new_tokens: int, steered: bool, note: str = "",
+                  prompts_used: list[str] | None = None) -> None:
         sae = standin_sae(list(range(B)), spec.d_model, d_sae)
+        rows_prompts = prompts_used or longest
+        t_len = max(length(p) for p in rows_prompts)
         ivs = [[AddLatent(latent=j, strength=10.0, layer=steer, scope=cfg.scope)] if steered else []
                for j in range(B)]
         settings = SamplingSettings(temperature=cfg.temperature, top_p=cfg.top_p, repetition_penalty=rep,
                                     max_new_tokens=new_tokens)
-        size = measure_request(model, generate, model, longest, interventions=ivs, sae=sae if steered else None,
+        size = measure_request(model, generate, model, rows_prompts, interventions=ivs,
+                               sae=sae if steered else None,
                                settings=settings, seeds=list(range(B)), batch_size=B,
                                llama_extra_header=cfg.llama_extra_header, system_prompt=cfg.system_prompt,
                                template_system_prompt=cfg.template_system_prompt, remote=True, progress=False)
         plan.phases.append(PhasePlan(name, math.ceil(n_rows / B), B, size.sent_bytes, size.raw_bytes,
-                                     generate_result_bytes(B, T, new_tokens), note))
+                                     generate_result_bytes(B, t_len, new_tokens), note))
 
     s = cfg.search
     gen_phase(f"calibration ({s.n_steps} steps)", s.n_steps * N * s.samples_per_step, s.max_new_tokens, True,
@@ -222,8 +237,20 @@ def plan_run(config: Any, overrides: list[str] | None = None, *, model: Any = No
             gen_phase("exp1 (steered)", N * cfg.n_prompts_per_latent, cfg.max_new_tokens, True)
         elif exp == "exp8":
             gen_phase("exp8 (no steering)", N * cfg.n_prompts_per_latent, cfg.max_new_tokens, False)
-        else:
-            notes.append(f"{exp} is not planned by the dry run yet")
+        elif exp == "exp2":
+            b = cfg.boost
+            levels = (b.n_levels if "sigma" in b.modes else 0) + (len(b.multiples) if "multiple" in b.modes else 0)
+            gen_phase(f"exp2 (boost sweep, {levels} levels)", N * cfg.n_prompts_per_latent * levels,
+                      cfg.max_new_tokens, True, "upper bound: clamped sigma levels merge")
+        elif exp == "exp5":
+            variants = list(cfg.meta_variants)
+            suffix = max(variants, key=lambda v: len(META_VARIANTS.get(v, "")), default="baseline")
+            gen_phase(f"exp5 (meta-prompting, {len(variants)} variants)",
+                      N * cfg.n_prompts_per_latent * (1 + len(variants)), cfg.max_new_tokens, True,
+                      "baseline + each variant; measured with the longest variant suffix",
+                      prompts_used=[augment(p, suffix, "a stand-in topic label") for p in longest])
+        elif exp == "exp7":
+            notes.append("exp7 (cross-judge) sends no model request: it re-grades stored responses")
     notes.append(f"upper bounds: {N} latents survive every filter, no generation is cached; rows per request = "
                  f"batch_size {B}; prompt length {T} tokens (the longest {B} prompts); results before compression")
     return plan
