@@ -36,9 +36,11 @@
 # **Parameters**: `SMALL` (env `ESR_SMALL=1`: two latents × two prompts, 16 tokens, 4 discovery prompts, 2 random
 # sets; a smoke run whose numbers mean nothing) and `REMOTE` (env `ESR_REMOTE=1`: the paper's Llama-3.3-70B preset
 # on NDIF; the discovery read and the replays are then traces sent with `remote=True`, the SAE sliced so only the
-# touched latents travel). The full local setting is the organism, 6 latents × 3 prompts at 64 tokens, 20 discovery
-# prompts, 12 replayed trials × (1 + 20) ablated sets (about 25 min on 2 cores); the larger committed study is
-# `data/results/detectors_<model>.json` (`docs/mechanisms.md`).
+# touched latents travel). The full local setting is the organism's evaluation run (`make organism-eval`: 18
+# latents × 5 prompts at 128 tokens, `docs/organism.md`) with its 26 ranked detectors
+# (`data/detectors/<model>-ranked26.json`); the replays resume from that run's store, so after
+# `esr detectors ablate/null` (the commands in `data/results/detectors_<model>-ranked26.json`) this notebook
+# only reads them, and on a fresh run directory it computes them (about 40 min on 2 cores).
 
 # %% tags=["parameters"]
 import os
@@ -46,50 +48,64 @@ import os
 SMALL = os.environ.get("ESR_SMALL", "0") == "1"
 REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (needs NDIF_API_KEY)
 MODEL = "qwen2.5-coder-0.5b-instruct-sc70v3"  # the local full setting's model: models.organisms.DEFAULT_ORGANISM
+N_TRIALS = 3 if SMALL else 16  # exp 1 trials replayed per ablated set (a fixed seeded subset)
+N_SETS = 2 if SMALL else 20    # matched random sets
 
 # %% [markdown]
 # > **The model and the judge.** The embedded base model almost never restarts, so its multi-attempt rate is near
-# > zero and an ablation cannot lower it: the full local setting therefore runs on the self-correcting organism
-# > (`MODEL`, `docs/organism.md`), keeping every latent (`search.require_fluent_window=false`, as the organism's
-# > evaluation does). Scores come from the *offline* judge: attempts are cut at explicit restart phrases and
-# > scored by how well each answers the prompt (`docs/judging.md`); use `judge="claude"` for the paper's grader.
+# > zero and an ablation cannot lower it: the full local setting therefore uses the self-correcting organism
+# > (`MODEL`, `docs/organism.md`). Scores come from the *offline* judge: attempts are cut at explicit restart
+# > phrases and scored by how well each answers the prompt (`docs/judging.md`); use `judge="claude"` for the
+# > paper's grader.
 
 # %%
+import json
 import tempfile
+from pathlib import Path
 
 from esr_analysis.experiments.pipeline import run_pipeline
 from esr_analysis.experiments.session import notebook_session
+from esr_analysis.mechanisms import detector_study as study
+from esr_analysis.paths import DATA_DIR
 
-N_DISCOVERY = 4 if SMALL else 20
-N_TRIALS = 3 if SMALL else 12
-N_SETS = 2 if SMALL else 20
-FULL_LOCAL = {"model": MODEL, "search.require_fluent_window": False, "n_prompts_per_latent": 3}
-session = notebook_session(SMALL, remote=REMOTE, progress=False,
-                           overrides={"experiments": ["exp1"], **({} if SMALL or REMOTE else FULL_LOCAL)})
-run_dir = tempfile.mkdtemp(prefix="esr-nb07-")
-result = run_pipeline(session.config, session=session, run_dir=run_dir)
+if SMALL or REMOTE:
+    session = notebook_session(SMALL, remote=REMOTE, progress=False, overrides={"experiments": ["exp1"]})
+    run_dir = tempfile.mkdtemp(prefix="esr-nb07-")
+    result = run_pipeline(session.config, session=session, run_dir=run_dir)
+    latents = result.latents
+else:  # the organism's evaluation run (made by `make organism-eval`)
+    run_dir = str(DATA_DIR.parent / f"runs/organism-eval-v3/{MODEL}/organism")
+    session = study.session_for_run(run_dir, progress=False)
+    trials = (Path(run_dir) / "exp1" / "trials.jsonl").read_text().splitlines()
+    latents = sorted({json.loads(t)["latent"] for t in trials if t.strip()} - {None})
 print("model:", session.model_id.get("name"), "| SAE:", session.sae_source, "| read layer", session.read_layer,
-      "| steer layer", session.steer_layer, "| exp 1 latents:", result.latents)
+      "| steer layer", session.steer_layer, "| exp 1 latents:", list(latents))
 
 # %% [markdown]
 # ## Discovery
-# Every rule's selection is recorded; the study uses `zero_on_topic` (the authors' discovery script) and falls
-# back to `ranked` when it finds nothing. Columns: the share of off-topic / on-topic pairs where the latent is
-# active, the mean pooled activation in each group, and the AUC-1.0 margin (smallest off-topic minus largest
-# on-topic pooled activation; positive = perfectly separable).
+# Every rule's selection is recorded. On the small setting the study uses `zero_on_topic` (the authors'
+# discovery script) and falls back to `ranked`; on the organism the authors' rule finds a single latent (3776),
+# which is almost silent in its recoveries (`docs/mechanisms.md`), so the full setting ablates the `ranked`
+# top 26 (the paper's set size), read here from the committed detector file (22 discovery prompts, 128-token
+# answers, 3 derangements; its `command` says how it was made). Columns: the share of off-topic / on-topic
+# pairs where the latent is active, the mean pooled activation in each group, and the AUC-1.0 margin (smallest
+# off-topic minus largest on-topic pooled activation; positive = perfectly separable).
 
 # %%
 import pandas as pd
 
-from esr_analysis.mechanisms import detector_study as study
-
-det_file = os.path.join(run_dir, "detectors.json")
-record = study.discover_to_file(session.model, session.sae, det_file, model_name=str(session.model_id.get("name")),
-                                layer=session.read_layer, n_prompts=N_DISCOVERY,
-                                max_new_tokens=16 if SMALL else 96, n_derangements=2 if SMALL else 3,
-                                rule="zero_on_topic", fallback_rule="ranked", top_k=5 if SMALL else 26,
-                                batch_size=8, remote=session.config.remote, progress=False,
-                                latents_per_pass=8192 if REMOTE else None)
+if SMALL or REMOTE:
+    det_file = os.path.join(run_dir, "detectors.json")
+    record = study.discover_to_file(session.model, session.sae, det_file,
+                                    model_name=str(session.model_id.get("name")), layer=session.read_layer,
+                                    n_prompts=4 if SMALL else 20, max_new_tokens=16 if SMALL else 96,
+                                    n_derangements=2 if SMALL else 3, rule="zero_on_topic",
+                                    fallback_rule="ranked", top_k=5 if SMALL else 26, batch_size=8,
+                                    remote=session.config.remote, progress=False,
+                                    latents_per_pass=8192 if REMOTE else None)
+else:
+    det_file = str(DATA_DIR / "detectors" / f"{MODEL}-ranked26.json")
+    record = json.loads(Path(det_file).read_text())
 print({rule: v["n"] for rule, v in record["rules"].items()}, "| used:", record["rule"],
       "| pairs:", record["discovery"]["n_off_topic_pairs"], "off-topic,", record["discovery"]["n_on_topic_pairs"],
       "on-topic")
