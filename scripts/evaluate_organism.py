@@ -57,8 +57,35 @@ def assemble(root: Path, conditions: dict[str, tuple[str, str, list[str]]], out_
                            "experiment": exp, "run_dir": str(root / cond)}
     atomic_write_json(work, report)
     atomic_write_json(out_path, report)
+    write_samples(root, out_path.with_name("samples.md"))
     print(markdown_table(report))
     return 0
+
+
+def write_samples(root: Path, out_path: Path, max_chars: int = 900) -> Path:
+    """``samples.md``: every ESR trial (>= 2 attempts, the last higher) of the organism's steered runs, then every
+    other multi-attempt trial, each with its attempts and scores (order: trial id; nothing is chosen by hand)."""
+    from esr_analysis.experiments.transcripts import pick_transcripts, transcripts_text
+    from esr_analysis.files import atomic_write_text
+    from esr_analysis.store.read import load_run
+
+    lines = ["# Recoveries of the organism in its evaluation", "",
+             "Every ESR trial (>= 2 attempts, the last scoring higher) of `make organism-eval`, then every other "
+             f"multi-attempt trial; responses cut at {max_chars} characters. Scores by the offline judge.", ""]
+    for cond, title in (("organism", "ESR prompts"), ("organism_heldout", "Held-out prompts (never seen in training)")):
+        d = root / cond / "exp1"
+        if not (d / "trials.jsonl").is_file():
+            continue
+        df = load_run(d)
+        esr = pick_transcripts(df, n=len(df), kinds=["esr"])
+        multi = pick_transcripts(df, n=len(df), kinds=["multi_attempt"])
+        multi = multi[~multi["trial_id"].isin(esr["trial_id"])] if len(esr) else multi
+        lines += [f"## {title}", "", "### ESR (last attempt higher)", "", "```",
+                  transcripts_text(esr, max_chars=max_chars), "```", "",
+                  "### Multi-attempt, the last attempt not higher", "", "```",
+                  transcripts_text(multi, max_chars=max_chars), "```", ""]
+    atomic_write_text(out_path, "\n".join(lines))
+    return out_path
 
 
 def main(argv: list[str] | None = None) -> int:
