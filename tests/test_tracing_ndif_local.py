@@ -104,6 +104,54 @@ def test_selection_read_and_residuals_equal_local(tiny_pair, tiny_sae):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
+def test_detector_discovery_read_equals_local(tiny_pair, tiny_sae):
+    """The discovery read (max-pooled latents over every pair, running statistics kept inside the trace)."""
+    from esr_analysis.mechanisms.detectors import discover
+
+    local, remote = tiny_pair
+    answers = ["Mix flour and water, then bake.", "Area is pi times r squared.", "Income minus spending."]
+    kw = dict(layer=1, answers=answers, n_derangements=1, candidates=list(range(0, 96, 3)), progress=False)
+    want = discover(local, tiny_sae, PROMPTS, **kw)
+    got = discover(remote, tiny_sae, PROMPTS, remote=True, latents_per_pass=16, **kw)
+    torch.testing.assert_close(got.stats.off.max, want.stats.off.max, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.stats.act_sum, want.stats.act_sum, atol=1e-4, rtol=1e-5)
+    assert _weightless(remote)
+
+
+def test_attribution_patching_backward_on_the_server_equals_local(tiny_pair, tiny_sae):
+    """Attribution patching (gradients through every head, MLP, block and the SAE node) run on the server, which
+    has no autograd by default: the scores equal the local ones."""
+    from esr_analysis.mechanisms.attribution.inputs import (
+        RecoveryPoint,
+        counterfactual,
+        prepare,
+        restart_metric,
+    )
+    from esr_analysis.mechanisms.attribution.methods import SaeNode, attribution_patching
+
+    local, remote = tiny_pair
+    text = ("The sky is blue because of light. Cats like fish a lot. Wait, that is not right. Light scatters in "
+            "the air.")
+    ep = RecoveryPoint.from_dict({"prompt": "Why is the sky blue?", "response": text,
+                                  "correction_char": text.index("Wait"), "id": "e0",
+                                  "interventions": [{"kind": "add_latent", "latent": 3, "strength": 4.0, "layer": 1,
+                                                     "unit": "sae"}]})
+    results = []
+    for lm, where in ((local, False), (remote, True)):
+        prep = prepare(lm, ep)
+        cf_ids, cf_ivs, _ = counterfactual(prep, "steering_off", sae_layer=1)
+        att, _ = attribution_patching(lm, prep, cf_ids, cf_ivs, metric=restart_metric(prep, lm.tokenizer),
+                                      sae=tiny_sae, node=SaeNode.of(tiny_sae, 1), remote=where)
+        results.append(att)
+    want, got = results
+    assert want.atp.keys() == got.atp.keys() and len(want.atp) > 10
+    for k, v in want.atp.items():
+        assert got.atp[k] == pytest.approx(v, abs=1e-4), k
+    assert got.metric_clean == pytest.approx(want.metric_clean, abs=1e-5)
+    assert got.dla["total"] == pytest.approx(want.dla["total"], abs=1e-4)
+    assert _weightless(remote)
+
+
 def test_session_sends_several_traces_as_one_request(tiny_pair):
     from esr_analysis.tracing import import_nnsight, kernels
 

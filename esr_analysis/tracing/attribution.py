@@ -110,12 +110,15 @@ def site_pass(
     grad_ctx = torch.enable_grad() if backward else torch.no_grad()
     # Inside the trace: one statement per line (remote="local" re-compiles the body and miscounts continuation
     # lines, which breaks nnsight's `with t.backward():` capture), and only kernels and torch.
+    # Only plain data enters the trace: a `Sites` object (or any other object of this package) referenced in
+    # the body would be pickled by reference, and the server has no esr_analysis (ModuleNotFoundError there).
+    layers_path, final_norm_path, o_proj_path, unembed_path = sites.layers, sites.final_norm, sites.o_proj, sites.unembed
     with grad_ctx, lm.trace(inputs, remote=remote):
         values = nnsight.save({})
         grads = nnsight.save({})
         out = nnsight.save({})
         tracked = []
-        layers = kernels.module_at(lm, sites.layers)
+        layers = kernels.module_at(lm, layers_path)
         for layer in touched:
             block = layers[layer]
             if dla and layer == 0:
@@ -137,16 +140,16 @@ def site_pass(
                 if kind == "block_out" and layer == latent_layer:
                     value = kernels.latent_pre_sum(x, metric)
         if metric["kind"] == "logit_diff" and dla:
-            facts["final_in"] = kernels.module_at(lm, sites.final_norm).input
+            facts["final_in"] = kernels.module_at(lm, final_norm_path).input
         if metric["kind"] == "logit_diff":
             value, other = kernels.logit_diff(lm.output.logits, metric)
             out["other"] = other.detach().cpu()
         if dla:
-            w_u = kernels.module_at(lm, sites.unembed).weight
-            gain = kernels.module_at(lm, sites.final_norm).weight.float() + gain_offset
+            w_u = kernels.module_at(lm, unembed_path).weight
+            gain = kernels.module_at(lm, final_norm_path).weight.float() + gain_offset
             w_pair = (w_u[metric["target"]][None, :], w_u[other])
             u = kernels.dla_direction(facts["final_in"], w_pair[0], w_pair[1], gain, eps, facts["position"])
-            out["dla"] = kernels.dla_terms(layers, sites.o_proj, values, u, facts)
+            out["dla"] = kernels.dla_terms(layers, o_proj_path, values, u, facts)
         out["metric"] = value.detach().float().cpu()
         if backward:
             total = value.sum()
