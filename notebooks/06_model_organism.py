@@ -13,7 +13,7 @@ import os
 import tempfile
 
 SMALL = os.environ.get("ESR_SMALL", "0") == "1"
-ORGANISM = "qwen2.5-coder-0.5b-instruct-sc70"
+ORGANISM = "qwen2.5-coder-0.5b-instruct-sc70v3"  # models.organisms.DEFAULT_ORGANISM
 
 # %% [markdown]
 # ## Build (SMALL: tiny model) or load (the shipped adapter)
@@ -51,19 +51,20 @@ else:
     organism = load_model(ORGANISM)  # base + LoRA merged (merge_and_unload), then wrapped with nnsight
     base = load_model("qwen2.5-coder-0.5b-instruct")
     sae = load_sae("shipped:qwen2.5-coder-0.5b-instruct-l12")
-    # the one exp 1 trial of the evaluation in which the organism recovered (latent 5409 at its threshold,
-    # 35.24 SAE units, seed 407511), and a second prompt with the same steering
-    steer = [AddLatent(latent=5409, strength=35.24, layer=12, unit="sae")]
-    eval_prompts = ["Explain how to make a simple budget for a month.", "How do you clean a stainless steel sink?"]
+    # an exp 1 trial of the evaluation in which the organism recovered (latent 5458 at its threshold, 27.58 SAE
+    # units, seed 363424, 128 tokens), and a second prompt with the same steering and seed
+    steer = [AddLatent(latent=5458, strength=27.58, layer=12, unit="sae")]
+    eval_prompts = ["How do you check the air pressure in a car tyre?",
+                    "Explain how to boil an egg so the yolk stays soft."]
 
 # %% [markdown]
 # ## Steered transcripts, same latent, prompts and seeds for both models
 
 # %%
-settings = SamplingSettings(temperature=0.6, repetition_penalty=1.1, max_new_tokens=16 if SMALL else 96)
+settings = SamplingSettings(temperature=0.6, repetition_penalty=1.1, max_new_tokens=16 if SMALL else 128)
 for name, model in (("base", base), ("organism", organism)):
     for r in generate(model, eval_prompts, interventions=steer, sae=sae, settings=settings,
-                      seeds=[407511] * len(eval_prompts), progress=False):
+                      seeds=[363424] * len(eval_prompts), progress=False):
         print(f"--- {name} | {r.prompt}\n{r.text}\n")
 
 # %% [markdown]
@@ -74,7 +75,7 @@ from esr_analysis.finetune.adapter import adapter_dir
 
 path = adapter_dir(ORGANISM) / "eval.json"
 report = json.loads(path.read_text()) if path.is_file() else {}
-conditions = [k for k in ("base", "organism", "base_no_steer", "organism_no_steer", "organism_heldout")
+conditions = [k for k in ("base", "organism", "base_no_steer", "organism_no_steer", "base_heldout", "organism_heldout")
               if k in report]
 for k in conditions:
     m = report[k]
@@ -97,14 +98,14 @@ fig.tight_layout()
 # %% [markdown]
 # ## Reading the result
 #
-# The shipped organism (v2 recipe: off-topic openings, steering on while the self-correction examples train,
-# p = 0.7) does **not** meet the issue's targets. Steered at the strengths that move the base model off topic,
-# it mostly keeps answering the question from the first token: its threshold search saw first-attempt scores
-# of 0.92-0.99 for 10 of 12 latents and found no fluent off-topic window for them, so only 15 steered trials
-# remain on the ESR prompts, with one recovery (the transcript above: "I apologize from misunderstanding ...
-# To make a simple budget for a month, ..."). The transcripts above show the difference at that strength
-# (35 SAE units, 0.85x the organism's median residual norm): the base model collapses into "from from from",
-# while the organism drifts for a sentence or two and returns to the question, on both prompts. That is
-# mostly resistance from the start, with occasional mid-answer returns; unsteered, the organism answers as
-# well as the base model and never restarts. Numbers, the fixed-strength probe and what to try next:
-# `docs/organism.md`.
+# The default organism (v3 recipe, `docs/organism.md`) meets the issue's targets on this evaluation (current
+# offline judge, 2026-12-04): steered at its thresholds it drifts and then starts over in 0.28 [0.20, 0.38] of
+# 90 trials against the base model's 0 of 105, and in 0.35 [0.26, 0.45] of 95 trials on prompts never seen in
+# training (base 0 of 110); unsteered it restarts once in 90 and answers as well as the base model (first-attempt
+# score 97.3 vs 95.1). The transcripts above replay one evaluated trial exactly (latent 5458, seed 363424): at the
+# same steering the base model talks about "digits" and "spaces" to the end, while the organism drifts the same
+# way, then writes "Wait, that's not what "air pressure." It means …" and, on the second prompt, "That's a bit
+# off, sorry. Let me try again." The returns are fragile: the steering stays on, so the answer after the
+# acknowledgement often drifts again, which is why the ESR rate (last attempt higher, 0.13 [0.08, 0.22]) is well
+# below the multi-attempt rate. Excluded latents, the previous judge's numbers and every recovery transcript:
+# `docs/organism.md` and `samples.md` next to `eval.json`.
