@@ -68,7 +68,8 @@ else:
 print(len(episodes), "episodes")
 # the example shown and replayed: among the episodes with a committed record, the one with the longest drift
 # before its correction (a rule fixed without looking at the attributions)
-recorded = set() if SMALL else {json.loads(line)["id"] for line in Path(RECORDS).read_text().splitlines() if line}
+stored_records = [] if SMALL else [json.loads(line) for line in Path(RECORDS).read_text().splitlines() if line]
+recorded = {r["id"] for r in stored_records}
 ep = max((e for e in episodes if SMALL or e.id in recorded), key=lambda e: e.correction_char - (e.offtopic_char or 0))
 print(f"\nprompt: {ep.prompt}\nsteering: {ep.interventions}\n")
 print(f"before the correction: …{ep.response[max(0, ep.correction_char - 300):ep.correction_char]!r}")
@@ -90,7 +91,7 @@ if SMALL:
                for e in episodes]
     fresh = records[0]
 else:
-    records = [json.loads(line) for line in Path(RECORDS).read_text().splitlines() if line.strip()]
+    records = stored_records
     fresh = study_episode(lm, ep, sae=sae, read_layer=READ_LAYER, top_k=TOP_K, remote=REMOTE,
                           counterfactuals=("steering_off",))
     stored = next(r for r in records if r["id"] == ep.id)["counterfactuals"][0]

@@ -77,9 +77,8 @@ def write_samples(root: Path, out_path: Path, max_chars: int = 900) -> Path:
         if not (d / "trials.jsonl").is_file():
             continue
         df = load_run(d)
-        esr = pick_transcripts(df, n=len(df), kinds=["esr"])
-        multi = pick_transcripts(df, n=len(df), kinds=["multi_attempt"])
-        multi = multi[~multi["trial_id"].isin(esr["trial_id"])] if len(esr) else multi
+        picked = pick_transcripts(df, n=len(df), kinds=["esr", "multi_attempt"])  # no trial picked twice
+        esr, multi = picked[picked["why"] == "esr"], picked[picked["why"] == "multi_attempt"]
         lines += [f"## {title}", "", "### ESR (last attempt higher)", "", "```",
                   transcripts_text(esr, max_chars=max_chars), "```", "",
                   "### Multi-attempt, the last attempt not higher", "", "```",

@@ -380,7 +380,8 @@ def test_comparison_of_two_models_matches_a_plain_numpy_computation():
     import numpy as np
     from scipy.stats import spearmanr
 
-    from esr_analysis.mechanisms.attribution.compare import compare_records, derangement, top_k_overlap
+    from esr_analysis.mechanisms.attribution.compare import compare_records, top_k_overlap
+    from esr_analysis.mechanisms.detectors import derangements
 
     ids = [f"e{i}" for i in range(6)]
     a = _synthetic_records(0, ids, 0.0)
@@ -390,7 +391,7 @@ def test_comparison_of_two_models_matches_a_plain_numpy_computation():
     comp = [n for n in a[0]["counterfactuals"][0]["atp"] if n not in ("latent:5", "L2.block")]
     assert out["n_sites"] == len(comp) == 16 and out["chance_overlap"] == 5 / 16
     assert out["n_episodes"] == 6 and out["excluded"] == ["only-b"]
-    perm = derangement(6, 3)
+    perm = derangements(6, 1, 3)[0]  # the control's derangement
     assert all(p != i for i, p in enumerate(perm)) and sorted(perm) == list(range(6))
 
     def plain(x, y):

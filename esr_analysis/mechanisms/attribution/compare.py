@@ -21,13 +21,13 @@ counterfactual metric in each model, and each model's own top-10-head patching e
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from esr_analysis.errors import ConfigError
 from esr_analysis.mechanisms.attribution.methods import parse_site
-from esr_analysis.mechanisms.attribution.study import spearman
+from esr_analysis.mechanisms.attribution.study import mean_interval, spearman
+from esr_analysis.mechanisms.detectors import derangements
 
 COMPARE_VERSION = "attribution-compare-v1"
 COMPARED_KINDS = ("head", "mlp_out", "sae_error")
@@ -62,30 +62,6 @@ def rank_agreement(atp_a: dict[str, float], atp_b: dict[str, float]) -> float:
     return spearman([atp_a[n] for n in common], [atp_b[n] for n in common])
 
 
-def derangement(n: int, seed: int) -> list[int]:
-    """A seeded permutation of ``range(n)`` with no fixed point (``n >= 2``)."""
-    import numpy as np
-
-    if n < 2:
-        raise ConfigError("a control needs at least 2 episodes")
-    rng = np.random.default_rng(seed)
-    while True:
-        perm = [int(i) for i in rng.permutation(n)]
-        if all(p != i for i, p in enumerate(perm)):
-            return perm
-
-
-def _mean_ci(values: Sequence[float], clusters: Sequence[str], seed: int) -> list[float]:
-    from esr_analysis.metrics.intervals import cluster_bootstrap_interval
-
-    pairs = [(v, c) for v, c in zip(values, clusters, strict=True) if not math.isnan(v)]
-    if not pairs:
-        return [math.nan, math.nan, math.nan]
-    vs = [v for v, _ in pairs]
-    lo, hi = cluster_bootstrap_interval(vs, [c for _, c in pairs], seed=seed)
-    return [sum(vs) / len(vs), lo, hi]
-
-
 def compare_records(records_a: Sequence[dict[str, Any]], records_b: Sequence[dict[str, Any]], *,
                     counterfactual: str = "steering_off", k: int = 20, seed: int = 0,
                     names: tuple[str, str] = ("A", "B")) -> dict[str, Any]:
@@ -100,10 +76,10 @@ def compare_records(records_a: Sequence[dict[str, Any]], records_b: Sequence[dic
     metrics = {ea[i]["metric"] for i in ids} | {eb[i]["metric"] for i in ids}
     if len(metrics) > 1:
         raise ConfigError(f"the records use different metrics {sorted(map(str, metrics))}: compare like with like")
-    n_sites = len(set(_sites(ea[ids[0]]["atp"])) & set(_sites(eb[ids[0]]["atp"])))
+    sites = sorted(set.intersection(*(set(_sites(ea[i]["atp"])) & set(_sites(eb[i]["atp"])) for i in ids)))
     overlap = [top_k_overlap(ea[i]["atp"], eb[i]["atp"], k) for i in ids]
     rho = [rank_agreement(ea[i]["atp"], eb[i]["atp"]) for i in ids]
-    perm = derangement(len(ids), seed)
+    perm = derangements(len(ids), 1, seed)[0]
     ctrl_overlap = [top_k_overlap(ea[i]["atp"], eb[ids[perm[j]]]["atp"], k) for j, i in enumerate(ids)]
     ctrl_rho = [rank_agreement(ea[i]["atp"], eb[ids[perm[j]]]["atp"]) for j, i in enumerate(ids)]
     diff_overlap = [m - c for m, c in zip(overlap, ctrl_overlap, strict=True)]
@@ -111,17 +87,16 @@ def compare_records(records_a: Sequence[dict[str, Any]], records_b: Sequence[dic
     a_name, b_name = names
 
     def side(e: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return {"metric_clean": _mean_ci([e[i]["metric_clean"] for i in ids], ids, seed),
-                "metric_cf": _mean_ci([e[i]["metric_cf"] for i in ids], ids, seed),
-                "top10_patch_effect": _mean_ci([e[i]["top10_patch_effect"] for i in ids], ids, seed),
-                "random10_patch_effect": _mean_ci([e[i]["random10_patch_effect"] for i in ids], ids, seed)}
+        return {"metric_clean": mean_interval([e[i]["metric_clean"] for i in ids], ids, seed),
+                "metric_cf": mean_interval([e[i]["metric_cf"] for i in ids], ids, seed),
+                "top10_patch_effect": mean_interval([e[i]["top10_patch_effect"] for i in ids], ids, seed),
+                "random10_patch_effect": mean_interval([e[i]["random10_patch_effect"] for i in ids], ids, seed)}
 
     # the sites that matter most for A (mean |AtP| over episodes), and B's mean AtP at the same sites
-    sites = sorted(set.intersection(*(set(_sites(ea[i]["atp"])) & set(_sites(eb[i]["atp"])) for i in ids)))
     mean_a = {n: sum(ea[i]["atp"][n] for i in ids) / len(ids) for n in sites}
     top_a = sorted(sites, key=lambda n: (-abs(mean_a[n]), n))[:k]
-    same_sites = [{"site": n, a_name: _mean_ci([ea[i]["atp"][n] for i in ids], ids, seed),
-                   b_name: _mean_ci([eb[i]["atp"][n] for i in ids], ids, seed)} for n in top_a]
+    same_sites = [{"site": n, a_name: mean_interval([ea[i]["atp"][n] for i in ids], ids, seed),
+                   b_name: mean_interval([eb[i]["atp"][n] for i in ids], ids, seed)} for n in top_a]
     return {
         "version": COMPARE_VERSION,
         "models": [a_name, b_name],
@@ -129,13 +104,13 @@ def compare_records(records_a: Sequence[dict[str, Any]], records_b: Sequence[dic
         "n_episodes": len(ids),
         "excluded": sorted({str(r["id"]) for r in [*records_a, *records_b]} - set(ids)),
         "compared_kinds": list(COMPARED_KINDS),
-        "n_sites": n_sites,
+        "n_sites": len(sites),
         "k": k,
-        "chance_overlap": k / n_sites,
-        "top_k_overlap": {"matched": _mean_ci(overlap, ids, seed), "control": _mean_ci(ctrl_overlap, ids, seed),
-                          "matched_minus_control": _mean_ci(diff_overlap, ids, seed)},
-        "rank_agreement": {"matched": _mean_ci(rho, ids, seed), "control": _mean_ci(ctrl_rho, ids, seed),
-                           "matched_minus_control": _mean_ci(diff_rho, ids, seed)},
+        "chance_overlap": k / len(sites),
+        "top_k_overlap": {"matched": mean_interval(overlap, ids, seed), "control": mean_interval(ctrl_overlap, ids, seed),
+                          "matched_minus_control": mean_interval(diff_overlap, ids, seed)},
+        "rank_agreement": {"matched": mean_interval(rho, ids, seed), "control": mean_interval(ctrl_rho, ids, seed),
+                           "matched_minus_control": mean_interval(diff_rho, ids, seed)},
         "per_model": {a_name: side(ea), b_name: side(eb)},
         f"top_sites_of_{a_name}": same_sites,
         "control_derangement_seed": seed,

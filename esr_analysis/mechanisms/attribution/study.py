@@ -117,7 +117,9 @@ def study_episode(lm: Any, episode: RecoveryPoint, *, sae: Any = None, read_laye
     return record
 
 
-def _interval(values: Sequence[float], ids: Sequence[str], seed: int) -> list[float]:
+def mean_interval(values: Sequence[float], ids: Sequence[str], seed: int) -> list[float]:
+    """``[mean, lo, hi]`` of the finite ``values``: a 95 % percentile bootstrap clustered by ``ids`` (nan x 3 when
+    none is finite)."""
     from esr_analysis.metrics.intervals import cluster_bootstrap_interval
 
     finite = [(v, i) for v, i in zip(values, ids, strict=True) if v == v]
@@ -142,7 +144,7 @@ def aggregate(records: Sequence[dict[str, Any]], *, counterfactual: str = "steer
     top_components = []
     for n in top:
         kind, idx, head = parse_site(n)
-        item: dict[str, Any] = {"site": n, "kind": kind, "atp": _interval(per_site[n], ids, seed)}
+        item: dict[str, Any] = {"site": n, "kind": kind, "atp": mean_interval(per_site[n], ids, seed)}
         dla = [c["dla"][n] for _, c in entries if n in c.get("dla", {})]
         if dla:
             item["dla_mean"] = sum(dla) / len(dla)
@@ -154,12 +156,12 @@ def aggregate(records: Sequence[dict[str, Any]], *, counterfactual: str = "steer
         "n_episodes": len(entries),
         "counterfactual": counterfactual,
         "top_components": top_components,
-        "atp_vs_patching_spearman": _interval(spear, ids, seed)[0],
-        "atp_vs_patching_spearman_ci": _interval(spear, ids, seed),
-        "top10_patch_effect": _interval([c["top10_patch_effect"] for _, c in entries], ids, seed),
-        "random10_patch_effect": _interval([c["random10_patch_effect"] for _, c in entries], ids, seed),
-        "metric_clean": _interval([c["metric_clean"] for _, c in entries], ids, seed),
-        "metric_cf": _interval([c["metric_cf"] for _, c in entries], ids, seed),
+        "atp_vs_patching_spearman": mean_interval(spear, ids, seed)[0],
+        "atp_vs_patching_spearman_ci": mean_interval(spear, ids, seed),
+        "top10_patch_effect": mean_interval([c["top10_patch_effect"] for _, c in entries], ids, seed),
+        "random10_patch_effect": mean_interval([c["random10_patch_effect"] for _, c in entries], ids, seed),
+        "metric_clean": mean_interval([c["metric_clean"] for _, c in entries], ids, seed),
+        "metric_cf": mean_interval([c["metric_cf"] for _, c in entries], ids, seed),
         "mean_atp": means,
         "skipped": [{"id": r["id"], "reason": c["skipped"]} for r in records for c in r["counterfactuals"]
                     if c["kind"] == counterfactual and "skipped" in c],
