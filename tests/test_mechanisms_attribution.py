@@ -197,6 +197,13 @@ def test_dla_sums_to_logit_difference_with_frozen_scale(arch):
     lm = wrap_model(tiny_hf_model(arch, n_layers=3), tiny_tokenizer())
     hf = hf_module(lm)
     sites = find_sites(lm)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # a gain that is not all ones and an o_proj bias: the kernel must find both by calling
+        norm_w = hf.get_submodule(sites.final_norm).weight
+        norm_w.copy_(0.5 + torch.rand(norm_w.shape, generator=g))
+        for layer in range(3):
+            proj = hf.get_submodule(f"{sites.layers}.{layer}.{sites.o_proj}")
+            proj.bias = torch.nn.Parameter(0.1 * torch.randn(proj.out_features, generator=g), requires_grad=False)
     prep = prepare(lm, _episode(interventions=[]))
     att, _ = attribution_patching(lm, prep, prep.ids, [], metric=restart_metric(prep, lm.tokenizer))
     d = att.dla
@@ -220,6 +227,7 @@ def test_dla_sums_to_logit_difference_with_frozen_scale(arch):
     contrib = head_contributions(seen["z"][0, -1], o_proj.weight, sites.n_heads)  # [H, D]
     for h in range(sites.n_heads):
         assert d[f"L2.H{h}"] == pytest.approx(float(contrib[h] @ u), abs=1e-4)
+    assert d["L2.o_bias"] == pytest.approx(float(o_proj.bias @ u), abs=1e-4) and abs(d["L2.o_bias"]) > 1e-3
 
 
 def test_remote_local_gives_the_same_scores(setup):
@@ -266,6 +274,19 @@ def test_detector_metric_gradients_stop_at_the_read_layer(setup):
     x = v[f"{LAYER}:block_out"][0, -4:]
     pre = (x - sae.b_dec) @ sae.W_enc[:, [5, 7]] + sae.b_enc[[5, 7]]
     assert att.metric_clean == pytest.approx(float(pre.sum()), abs=1e-4)
+
+
+def test_restart_words_are_opening_words_of_the_judges_restart_language():
+    """RESTART_WORDS (token exclusions) stays inside esr_analysis.judge.restart's vocabulary (the definition)."""
+    import re
+
+    from esr_analysis.judge.restart import RESTART_PATTERNS, WEAK_PATTERNS
+    from esr_analysis.mechanisms.attribution.inputs import RESTART_WORDS
+
+    patterns = RESTART_PATTERNS + WEAK_PATTERNS
+    outside = [w for w in RESTART_WORDS
+               if not any(re.search(rf"(?<![a-z]){w.lower()}(?![a-z])", p) for p in patterns)]
+    assert outside == []
 
 
 def test_loader_and_counterfactual_records(tmp_path, setup):

@@ -198,14 +198,14 @@ def test_failing_trace_gives_a_clear_error_and_leaves_the_server_serving(tiny_pa
 
     nnsight = import_nnsight()
     _, remote = tiny_pair
-    n_before = len(local_ndif.alive())
+    n_before = len(set(local_ndif.alive()) - set(local_ndif.runner_pids()))
     with pytest.raises(Exception, match=r"(?s)shapes cannot be multiplied|size mismatch|mat1 and mat2"), \
             remote.trace("Hello", remote=True):
         nnsight.save(remote.model.layers[0].output @ torch.ones(3, 3))
     with remote.trace("Hello", remote=True):
         ok = nnsight.save(remote.output.logits.shape)
     assert tuple(ok)[-1] == 512
-    assert len(local_ndif.alive()) == n_before
+    assert len(set(local_ndif.alive()) - set(local_ndif.runner_pids())) == n_before
 
 
 @pytest.mark.slow
@@ -225,3 +225,142 @@ def test_embedded_model_steered_generate_and_residuals_equal_local(local_ndif, e
                     read_residuals(remote, PROMPTS[:1], 12, remote=True), strict=True):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
     assert _weightless(remote)
+
+
+# -- the sandboxed (untrusted) path: the traced block runs in a fresh runner process, not in the model actor --
+
+def _warm_runners(inst, n: int, timeout: float = 300.0) -> list[int]:
+    """The runner PIDs once ``n`` are up (each served model keeps one warm)."""
+    import time
+
+    t0 = time.monotonic()
+    while len(pids := inst.runner_pids()) < n:
+        assert time.monotonic() - t0 < timeout, f"only {pids} sandbox runners after {timeout} s"
+        time.sleep(1.0)
+    return pids
+
+
+def _untrusted(call):
+    """``call()`` sent as untrusted requests, with the warm runners it consumed (each request takes one)."""
+    import time
+
+    from esr_analysis.tracing.ndif_local.client import untrusted_requests
+
+    inst = _untrusted.instance
+    warm = set(_warm_runners(inst, len(inst.models)))
+    with untrusted_requests():
+        out = call()
+    t0 = time.monotonic()
+    while not warm - set(inst.runner_pids()) and time.monotonic() - t0 < 30:
+        time.sleep(0.5)
+    return out, warm - set(inst.runner_pids())
+
+
+@pytest.fixture
+def sandboxed(local_ndif):
+    _untrusted.instance = local_ndif
+    return _untrusted
+
+
+def test_untrusted_generate_runs_in_a_sandbox_runner_and_equals_local(tiny_pair, tiny_sae, sandboxed, local_ndif):
+    local, remote = tiny_pair
+    rows = [[AddLatent(latent=4, strength=3.0, layer=0)],
+            [AblateLatents(latents=(2, 3), layer=1), AddLatent(latent=9, strength=-2.0, layer=1, scope="generated")],
+            [AddVector(vector=tuple([0.5] * 64), layer=1, scope="prompt")]]
+    kw = dict(interventions=rows, sae=tiny_sae, settings=GREEDY, capture=LatentCapture(latents=(1, 2, 7), layer=1),
+              progress=False)
+    want = generate(local, PROMPTS, **kw)
+    warm = set(_warm_runners(local_ndif, len(local_ndif.models)))
+    trusted = generate(remote, PROMPTS, remote=True, **kw)
+    assert warm <= set(local_ndif.runner_pids()), "a trusted request must run in the model actor"
+    got, used = sandboxed(lambda: generate(remote, PROMPTS, remote=True, **kw))
+    assert len(used) == 1, f"an untrusted request must take one sandbox runner (used {used})"
+    for a, b, c in zip(want, got, trusted, strict=True):
+        assert a.output_ids == b.output_ids == c.output_ids
+        torch.testing.assert_close(torch.tensor(b.latent_acts), torch.tensor(a.latent_acts), atol=1e-5, rtol=1e-5)
+
+
+def test_untrusted_replay_and_discovery_read_equal_local(tiny_pair, tiny_sae, sandboxed):
+    from esr_analysis.mechanisms.detectors import discover
+
+    local, remote = tiny_pair
+    pairs = [(PROMPTS[0], "Mix flour and water."), (PROMPTS[1], "Use pi r squared.")]
+    kw = dict(capture=LatentCapture(latents=(1, 2, 7), layer=1), sae=tiny_sae, progress=False,
+              interventions=[AddLatent(latent=4, strength=2.0, layer=0), AblateLatents(latents=(5,), layer=1)])
+    want = replay(local, pairs, **kw)
+    got, used = sandboxed(lambda: replay(remote, pairs, remote=True, **kw))
+    assert used
+    for a, b in zip(want, got, strict=True):
+        assert a.tokens == b.tokens
+        torch.testing.assert_close(torch.tensor(b.latent_acts), torch.tensor(a.latent_acts), atol=1e-5, rtol=1e-5)
+    answers = ["Mix flour and water, then bake.", "Area is pi times r squared.", "Income minus spending."]
+    dk = dict(layer=1, answers=answers, n_derangements=1, candidates=list(range(0, 96, 3)), progress=False)
+    want_d = discover(local, tiny_sae, PROMPTS, **dk)
+    got_d, used = sandboxed(lambda: discover(remote, tiny_sae, PROMPTS, remote=True, latents_per_pass=16, **dk))
+    assert used
+    torch.testing.assert_close(got_d.stats.off.max, want_d.stats.off.max, atol=1e-5, rtol=1e-5)
+
+
+def test_untrusted_attribution_without_gradients_equals_local_and_gradients_fail_clearly(tiny_pair, tiny_sae,
+                                                                                        sandboxed):
+    """In the sandbox no weight is readable (the runner's model is weightless) and no gradient comes back
+    (ndif 0.1.2): direct logit attribution (module calls only) and activation patching equal the local run;
+    attribution patching fails with the toolkit's explanation."""
+    from esr_analysis.mechanisms.attribution.inputs import (
+        RecoveryPoint,
+        counterfactual,
+        model_inputs,
+        prepare,
+        restart_metric,
+    )
+    from esr_analysis.mechanisms.attribution.methods import SaeNode, activation_patching, attribution_patching
+    from esr_analysis.tracing.attribution import SANDBOX_GRADIENTS, site_pass
+
+    local, remote = tiny_pair
+    text = "The sky is blue. Cats like fish. Wait, that is not right. Light scatters in the air."
+    ep = RecoveryPoint.from_dict({"prompt": "Why is the sky blue?", "response": text,
+                                  "correction_char": text.index("Wait"), "id": "e0",
+                                  "interventions": [{"kind": "add_latent", "latent": 3, "strength": 4.0, "layer": 1,
+                                                     "unit": "sae"}]})
+    node = SaeNode.of(tiny_sae, 1)
+    prep = prepare(local, ep)
+    cf_ids, cf_ivs, _ = counterfactual(prep, "steering_off", sae_layer=1)
+    metric = restart_metric(prep, local.tokenizer)
+    want, state = attribution_patching(local, prep, cf_ids, cf_ivs, metric=metric, sae=tiny_sae, node=node)
+
+    reads = {layer: ("head", "mlp_out") for layer in range(2)}
+    ids, mask, plans, masks = model_inputs(local, prep.ids, prep.start, ep.parsed_interventions(), tiny_sae)
+    kw = dict(reads=reads, metric=state["metric"], dla=True)
+    dla_local = site_pass(local, ids, mask, plans, masks, **kw)["dla"]
+    got, used = sandboxed(lambda: site_pass(remote, ids, mask, plans, masks, remote=True, **kw)["dla"])
+    assert used
+    for k in dla_local:
+        torch.testing.assert_close(got[k], dla_local[k], atol=1e-4, rtol=1e-4)
+    assert float(dla_local["total"][0]) == pytest.approx(want.metric_clean, abs=1e-4)
+
+    sets = [["L0.H0", "L1.H1"], ["L1.mlp"], ["latent:3"]]
+    effects = activation_patching(local, prep, state, sets, sae=tiny_sae, node=node)
+    got_fx, used = sandboxed(lambda: activation_patching(remote, prep, state, sets, sae=tiny_sae, node=node,
+                                                         remote=True))
+    assert used
+    assert got_fx == pytest.approx(effects, abs=1e-4)
+
+    with pytest.raises(RuntimeError, match="cannot return them"):
+        sandboxed(lambda: attribution_patching(remote, prep, cf_ids, cf_ivs, metric=metric, sae=tiny_sae, node=node,
+                                               remote=True))
+    assert "OutOfOrderError" in SANDBOX_GRADIENTS
+
+
+def test_untrusted_failing_trace_gives_the_users_error(tiny_pair, sandboxed, local_ndif):
+    from esr_analysis.tracing import import_nnsight
+
+    nnsight = import_nnsight()
+    _, remote = tiny_pair
+
+    def bad():
+        with remote.trace("Hello", remote=True):
+            nnsight.save(remote.model.layers[0].output @ torch.ones(3, 3))
+
+    with pytest.raises(Exception, match=r"(?s)shapes cannot be multiplied|size mismatch|mat1 and mat2"):
+        sandboxed(bad)
+    _warm_runners(local_ndif, len(local_ndif.models))  # the pool refills: the server keeps serving

@@ -49,7 +49,27 @@ def norm_facts(lm: Any) -> tuple[bool, float]:
     return not post, float(eps)
 
 
-def site_pass(
+SANDBOX_GRADIENTS = (
+    "this trace needs gradients (backward pass), and the server ran it in its sandbox (an untrusted request), "
+    "which cannot return them: ndif 0.1.2 runs the backward on the model host after the forward, past the "
+    "sandbox runner's .grad request (OutOfOrderError; ndif's sandbox/ARCHITECTURE.md, 'Current "
+    "simplifications'). Run it as a trusted request, or use what needs no backward pass: activation patching "
+    "and direct logit attribution (both tested on the sandboxed path).")
+
+
+def site_pass(lm: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`_site_pass`, with the sandbox's failure on a backward pass turned into a clear error
+    (:data:`SANDBOX_GRADIENTS`)."""
+    try:
+        return _site_pass(lm, *args, **kwargs)
+    except Exception as exc:
+        text = str(exc)
+        if kwargs.get("backward") and kwargs.get("remote") and "OutOfOrderError" in text and ".grad" in text:
+            raise RuntimeError(SANDBOX_GRADIENTS) from exc
+        raise
+
+
+def _site_pass(
     lm: Any,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -94,15 +114,9 @@ def site_pass(
                               "Gemma normalises attention and MLP outputs before adding them")
         if any(set(want.get(layer, ())) < {"head", "mlp_out"} for layer in range(sites.n_layers)):
             raise ConfigError("direct logit attribution needs every layer's heads and MLP read")
-        root = hf_module(lm)
-        norm = root.get_submodule(sites.final_norm)
-        gain_offset = 1.0 if type(norm).__name__.startswith("Gemma") else 0.0  # weights read in-trace (remote)
-        has_bias = root.get_submodule(f"{sites.layers}.0.{sites.o_proj}").bias is not None
-    else:
-        gain_offset, has_bias = 0.0, False
     paths = {"head": sites.o_proj, "mlp_out": sites.mlp, "block_out": ""}
     facts = {"position": int(metric.get("position", -1)), "n_layers": sites.n_layers, "n_heads": sites.n_heads,
-             "has_bias": dla and has_bias}
+             "eps": eps}
     inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
     if metric["kind"] == "logit_diff" and facts["position"] in (-1, input_ids.shape[1] - 1):
         inputs["logits_to_keep"] = 1  # the unembedding at the last position only (the [B, T, V] logits dominate)
@@ -145,11 +159,11 @@ def site_pass(
             value, other = kernels.logit_diff(lm.output.logits, metric)
             out["other"] = other.detach().cpu()
         if dla:
-            w_u = kernels.module_at(lm, unembed_path).weight
-            gain = kernels.module_at(lm, final_norm_path).weight.float() + gain_offset
-            w_pair = (w_u[metric["target"]][None, :], w_u[other])
-            u = kernels.dla_direction(facts["final_in"], w_pair[0], w_pair[1], gain, eps, facts["position"])
-            out["dla"] = kernels.dla_terms(layers, o_proj_path, values, u, facts)
+            facts["target"] = metric["target"]
+            facts["other"] = other
+            unembed = kernels.module_at(lm, unembed_path)
+            final_norm = kernels.module_at(lm, final_norm_path)
+            out["dla"] = kernels.dla_terms(unembed, final_norm, layers, o_proj_path, values, facts)
         out["metric"] = value.detach().float().cpu()
         if backward:
             total = value.sum()

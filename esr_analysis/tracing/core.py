@@ -14,7 +14,8 @@ def import_nnsight() -> Any:
 
     nnsight mounts a ``.save`` attribute on every Python object at import. anyio (used by httpx and the
     judge SDKs) builds classes that reject unannotated attributes when its socket ABCs are first
-    imported, so those must be imported *before* nnsight, or any later import of them fails.
+    imported, so those must be imported *before* nnsight, or any later import of them fails. Every request
+    payload is then checked for objects a remote server cannot import (:mod:`esr_analysis.tracing.payload`).
     """
     try:
         import anyio.abc  # noqa: F401
@@ -23,6 +24,9 @@ def import_nnsight() -> Any:
         pass
     import nnsight
 
+    from esr_analysis.tracing.payload import install_payload_guard
+
+    install_payload_guard()
     return nnsight
 
 

@@ -191,24 +191,6 @@ def latent_pre_sum(hidden: Any, m: dict[str, Any]) -> Any:
     return pre_activations(h, p).sum(dim=(1, 2))
 
 
-def dla_direction(final_in: Any, w_target: Any, w_other: Any, gain: Any, eps: float, position: int) -> Any:
-    """``u = (W_U[target] - W_U[other]) * gain * s`` ``[B, D]``, ``s = 1 / sqrt(mean(x^2) + eps)`` the final
-    RMS norm's scale at ``position``, frozen from this run: ``u . x`` is then exactly the logit difference."""
-    import torch
-
-    x = final_in[:, position, :].float()
-    s = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
-    return (w_target.float() - w_other.float()) * gain.float() * s
-
-
-def head_dla(z: Any, w_o: Any, u: Any, n_heads: int) -> Any:
-    """Direct logit attribution of each head: ``(z_h W_O,h^T) . u`` ``[B, H]`` from the ``o_proj`` input ``z``
-    ``[B, H * d_head]`` at one position and ``o_proj``'s weight ``[D, H * d_head]``."""
-    v = u @ w_o.float()  # [B, H * d_head]
-    prod = z.float() * v
-    return prod.unflatten(-1, (n_heads, prod.shape[-1] // n_heads)).sum(dim=-1)
-
-
 def site_value(block: Any, kind: str, path: str, plan: dict[str, Any] | None, masks: dict[str, Any]) -> Any:
     """Inside a trace: the value of site ``kind`` of decoder ``block``: the whole ``o_proj`` input for ``head``
     (``path`` = the ``o_proj`` path in the block), the MLP output for ``mlp_out`` (``path`` = the MLP's), the
@@ -230,26 +212,57 @@ def set_site_value(block: Any, kind: str, path: str, value: Any) -> None:
         set_block_hidden(block, value)
 
 
-def dla_terms(layers: Any, o_proj: str, values: dict[str, Any], u: Any, f: dict[str, Any]) -> dict[str, Any]:
-    """Direct logit attribution along ``u`` ``[B, D]`` at position ``f["position"]``, from the read sites
-    ``values`` (``"<layer>:head"``, ``"<layer>:mlp_out"``), the block-0 input ``f["embed"]`` ``[B, D]`` and the
-    final norm's input ``f["final_in"]``: ``{"heads": [L, B, H], "mlp": [L, B], "bias": [L, B], "embed": [B],
-    "total": [B]}`` on the CPU (``total = u . x_final``, the logit difference with the frozen norm scale)."""
+def dla_terms(lm_head: Any, final_norm: Any, layers: Any, o_proj: str, values: dict[str, Any], f: dict[str, Any],
+              chunk: int = 64) -> dict[str, Any]:
+    """Direct logit attribution at position ``t = f["position"]`` of the logit difference ``target - other``
+    (``f["target"]``: a token id; ``f["other"]``: token ids ``[B]``), with the final RMS norm's scale
+    ``s = 1 / sqrt(mean(x^2) + eps)`` frozen from this run (``x = f["final_in"][:, t]``, ``eps = f["eps"]``):
+    the term of a residual-stream vector ``v`` is ``(unembed(v * g * s))[target] - [other]`` with ``g`` the norm's
+    gain, so the terms of every component add up to the logit difference. Components: each head's
+    ``z_h W_O,h^T`` (``z`` = ``values["<layer>:head"]``, the ``o_proj`` input), each MLP output
+    (``values["<layer>:mlp_out"]``), each ``o_proj`` bias, the block-0 input ``f["embed"]``; ``total`` is the
+    term of ``x`` itself. Returns ``{"heads": [L, B, H], "mlp": [L, B], "bias": [L, B], "embed": [B],
+    "total": [B]}`` on the CPU.
+
+    No weight is read: the modules are *called* (``o_proj`` on head-masked inputs and on zeros for its bias, the
+    final norm on a vector of ones for its gain ``g = norm(1) * sqrt(1 + eps)``, the unembedding on the scaled
+    vectors, ``chunk`` rows at a time). A sandboxed NDIF runs a trace in a process that holds a weightless
+    model, where ``module.weight`` does not exist but a module call is forwarded to the model.
+    """
     import torch
 
-    t = f["position"]
-    heads, mlps, biases = [], [], []
+    t, n_heads, target, other = f["position"], f["n_heads"], f["target"], f["other"]
+    x = f["final_in"][:, t, :].float()
+    batch, width = x.shape
+    scale = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + f["eps"])  # [B, 1]
+    gain = final_norm(torch.ones(1, 1, width, dtype=f["final_in"].dtype)).float().reshape(1, width)
+    gain = gain * (1.0 + f["eps"]) ** 0.5
+    rows = []  # [B, n, D] per-row component vectors, in the order heads (L*H), mlp (L), bias (L), embed, total
+    biases = []
     for layer in range(f["n_layers"]):
         proj = module_at(layers[layer], o_proj)
-        z = values[f"{layer}:head"][:, t, :].to(u.device)
-        heads.append(head_dla(z, proj.weight, u, f["n_heads"]).detach().cpu())
-        m = values[f"{layer}:mlp_out"][:, t, :].to(u.device)
-        mlps.append((m.float() * u).sum(-1).detach().cpu())
-        bias = (proj.bias.float() * u).sum(-1) if f["has_bias"] else (u * 0).sum(-1)
-        biases.append(bias.detach().cpu())
-    return {"heads": torch.stack(heads), "mlp": torch.stack(mlps), "bias": torch.stack(biases),
-            "embed": (f["embed"].float() * u).sum(-1).detach().cpu(),
-            "total": (f["final_in"][:, t, :].float() * u).sum(-1).detach().cpu()}
+        z = values[f"{layer}:head"][:, t, :]
+        d_in = z.shape[-1]
+        masks = torch.eye(n_heads, dtype=z.dtype).repeat_interleave(d_in // n_heads, dim=1)  # [H, H * d_head]
+        bias = proj(torch.zeros(1, d_in, dtype=z.dtype)).float()  # [1, D]
+        per_head = proj((z[:, None, :] * masks[None]).reshape(batch * n_heads, d_in)).float() - bias
+        rows.append(per_head.reshape(batch, n_heads, width))
+        biases.append(bias.expand(batch, width)[:, None, :])
+    mlp = torch.stack([values[f"{layer}:mlp_out"][:, t, :].float() for layer in range(f["n_layers"])], dim=1)
+    vectors = torch.cat([*rows, mlp, *biases, f["embed"].float()[:, None, :], x[:, None, :]], dim=1) * gain * scale[:, None]
+    zero = lm_head(torch.zeros(1, width, dtype=f["final_in"].dtype)).float()  # unembedding bias (0 without one)
+    terms = []
+    for b in range(batch):
+        for i in range(0, vectors.shape[1], chunk):
+            logits = lm_head(vectors[b, i:i + chunk].to(f["final_in"].dtype)).float() - zero
+            terms.append((logits[:, target] - logits[:, other[b]]).detach().cpu())
+    flat = torch.cat(terms).reshape(batch, -1)
+    n_l, n_h = f["n_layers"], n_heads
+    heads = flat[:, : n_l * n_h].reshape(batch, n_l, n_h).transpose(0, 1)
+    rest = flat[:, n_l * n_h:]
+    return {"heads": heads, "mlp": rest[:, :n_l].T, "bias": rest[:, n_l: 2 * n_l].T, "embed": rest[:, 2 * n_l],
+            "total": rest[:, 2 * n_l + 1]}
+
 
 def pool_slice(hidden: Any, p: dict[str, Any], mask: Any, chunk: int) -> dict[str, Any]:
     """Per row, over the positions where ``mask [B, T, 1]`` is 1, of each latent of slice (or encoder) ``p``:

@@ -4,8 +4,8 @@ The functions take plain tensors and :class:`~esr_analysis.tracing.plans.LayerPl
 into plain dicts *before* entering a trace; inside a trace only :mod:`esr_analysis.tracing.kernels` and torch
 run, and no object of this package is constructed, so the request is what NDIF's protected environment
 accepts (``remote=True``). Every function honours ``remote`` for every trace it runs. Tested with
-``remote="local"`` (NDIF's serialisation, run locally) and against a real local NDIF server
-(``tests/test_tracing_remote.py``).
+``remote="local"`` (NDIF's serialisation, run locally; ``tests/test_steering_generate.py``) and against a real
+local NDIF server (``tests/test_tracing_ndif_local.py``).
 
 Conventions inside a trace: the decoder-layer path comes from :mod:`esr_analysis.tracing.sites` (resolved
 once, outside the trace, by inspecting the module tree), so wrapped models work too; inside, the path is

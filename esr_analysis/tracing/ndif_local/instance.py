@@ -146,6 +146,7 @@ class LocalNdif:
             "NDIF_API_URL": self.url,
             "NDIF_API_PORT": str(p["api"]),
             "NDIF_MODEL_IMPORT_PATH": ACTOR_IMPORT_PATH,
+            "NDIF_SANDBOX_POOL_SIZE": "1",  # warm runners per model for untrusted requests (ndif's default: 7)
             "NDIF_DEFAULT_DTYPE": "float32",
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -315,6 +316,15 @@ class LocalNdif:
         recorded = [pid for name, pid in self.pids.items()
                     if self.starts.get(name) is not None and _start_time(pid) == self.starts[name]]
         return sorted(set(marked_pids(self.run_id)) | set(recorded))
+
+    def runner_pids(self) -> list[int]:
+        """PIDs of this instance's sandbox runners: the warm pool, and the one an untrusted request is using."""
+        found = []
+        for pid in marked_pids(self.run_id):
+            with contextlib.suppress(OSError):
+                if b"ndif.services.ray.sandbox.runner" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+        return sorted(found)
 
     def open_ports(self) -> list[int]:
         """This instance's ports that something still listens on."""

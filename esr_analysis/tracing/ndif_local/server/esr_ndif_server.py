@@ -33,6 +33,8 @@ from collections.abc import Callable
 
 import ray
 from ndif.services.ray.deployments.modeling.base import BaseModelDeployment
+from ndif.services.ray.sandbox import host
+from ndif.services.ray.sandbox.model import SandboxModelDeployment
 
 ACTOR_IMPORT_PATH_VAR = "NDIF_MODEL_IMPORT_PATH"
 
@@ -60,10 +62,54 @@ class CpuModelDeployment(BaseModelDeployment):
         gc.collect()
 
 
-CpuModelActor = ray.remote(num_cpus=1, max_restarts=0)(CpuModelDeployment)
+RUNNER_SPAWN_TIMEOUT_S = float(os.environ.get("ESR_NDIF_RUNNER_SPAWN_TIMEOUT_S", "300"))
+"""How long a sandbox runner may take to start (import torch and nnsight, build its meta model) before the
+request fails; ndif's own 30 s is missed on a loaded 2-core machine."""
+
+RUNNER_EXTRA_ENV: tuple[str, ...] = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ESR_NDIF_RUN_ID")
+"""Variables a runner inherits on top of ndif's allowlist (``sandbox.host.RUNNER_ENV``): offline mode, so its
+meta-model build never looks for the Hub, and the stack's run id, so the stop finds and kills runners too."""
+
+
+def _patient_pool_class() -> type:
+    """ndif's runner pool with :data:`RUNNER_SPAWN_TIMEOUT_S` for a runner's start and for a request's wait, and
+    :data:`RUNNER_EXTRA_ENV` added to the runner's environment allowlist (in this process only)."""
+    host.RUNNER_ENV = tuple(dict.fromkeys((*host.RUNNER_ENV, *RUNNER_EXTRA_ENV)))
+
+    class PatientPool(host.Pool):
+        def _spawn(self):
+            return host.spawn(python=self.python, quiet=self.quiet, peers=self.peers, model_key=self.model_key,
+                              trust_remote_code=self.trust_remote_code, timeout=RUNNER_SPAWN_TIMEOUT_S)
+
+        def acquire(self, timeout: float = RUNNER_SPAWN_TIMEOUT_S):
+            return super().acquire(timeout)
+
+    return PatientPool
+
+
+class CpuSandboxedDeployment(SandboxModelDeployment, CpuModelDeployment):
+    """:class:`CpuModelDeployment` with ndif's sandboxed (untrusted) path: a request marked ``trusted`` runs in
+    this process, as before; any other runs its traced block in a fresh *runner process*
+    (``python -m ndif.services.ray.sandbox.runner``, on ndif's allowlisted environment, with only the ndif
+    package importable) that drives this actor's model over a Unix socket. ndif 0.1.2's
+    ``SandboxModelDeployment`` (request routing, runner life cycle, error reporting) with
+    :class:`CpuModelDeployment`'s CPU loading and clean-up, a pool of ``NDIF_SANDBOX_POOL_SIZE`` (default 1)
+    pre-warmed runners instead of 7, and a patient runner start (:func:`_patient_pool_class`)."""
+
+    CACHEABLE = False
+
+    def open_pool(self, pool_size=None, peers: int = 1) -> None:
+        size = int(os.environ.get("NDIF_SANDBOX_POOL_SIZE", "1")) if pool_size is None else pool_size
+        self.pool = _patient_pool_class()(size=size, peers=peers, model_key=self.model_key,
+                                          trust_remote_code=self.kwargs.get("trust_remote_code", False))
+        self.execution_sandbox = None
+
+
+CpuModelActor = ray.remote(num_cpus=1, max_restarts=0)(CpuSandboxedDeployment)
 """The Ray actor class ``NDIF_MODEL_IMPORT_PATH`` names (``esr_ndif_server.CpuModelActor``). One CPU of the
 Ray node's nominal four per replica (as ndif's own ``ModelActor``); no restarts, so a replica that dies (say,
-out of memory) shows as dead at once instead of reloading in a loop."""
+out of memory) shows as dead at once instead of reloading in a loop. Sandboxed for untrusted requests
+(:class:`CpuSandboxedDeployment`)."""
 
 
 def check_actor_class(import_path: str) -> None:
