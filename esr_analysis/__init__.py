@@ -17,9 +17,18 @@ The curated API (each name also lives in its subpackage, shown here)::
     load_config, run_pipeline, report            esr_analysis.experiments
     ConfigError                                  esr_analysis.errors
 
-Subpackages: ``tracing`` (the only nnsight importer), ``models``, ``sae``, ``steering``, ``judge``,
-``metrics``, ``store``, ``experiments``; see ``docs/DESIGN.md`` for the map and ``docs/method.md`` for the
-method and every definition.
+Subpackages (``docs/DESIGN.md`` has the map, ``docs/method.md`` the method and every definition)::
+
+    tracing      the only nnsight importer: traces, in-trace kernels, model sites, the local NDIF server
+    models       model specs, loading, the embedded and tiny models, chat formatting, model organisms
+    sae          SAE loading, exact latent slices, labels, harvesting and training
+    steering     interventions, steered generation, teacher-forced replay, residuals, directions
+    judge        the judges (Claude, OpenAI-compatible, offline), restart language, the grading runner
+    metrics      every metric defined once, fluency, intervals, summaries, the paper's numbers
+    store        run directories: schema, crash-safe writer, readers
+    experiments  configs and presets, the experiment pipeline, reports, regrading
+    mechanisms   mechanisms of recovery: off-topic detectors, the anatomy of a recovery, attribution
+    finetune     the model organism: self-correction data, LoRA training, shipped adapters
 """
 
 from __future__ import annotations

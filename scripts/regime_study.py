@@ -2,7 +2,7 @@
 
 Steers Qwen2.5-Coder-0.5B-Instruct at several decoder layers and strengths along a few topical directions, on
 prompts that are **not** evaluation prompts (``data/prompts/otd_discovery_prompts.txt``), and measures per
-(layer, strength) the share of responses that are fluent (not degenerate, :mod:`esr_analysis.judge.fluency`)
+(layer, strength) the share of responses that are fluent (not degenerate, :mod:`esr_analysis.metrics.fluency`)
 and off-topic (offline judge first-attempt score below the threshold search's target).
 
 Directions: the shipped SAE is trained on layer 12 only, so every layer is steered along the same **unit

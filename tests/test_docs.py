@@ -82,3 +82,87 @@ def test_readme_first_example_runs_as_written():
     assert len(rows[0].latent_acts) == len(rows[0].output_ids) and len(rows[0].latent_acts[0]) == 2
     printed = out.getvalue()
     assert rows[0].text in printed and f"{rec.delta_norm}" in printed
+
+
+# ---- references in the code's docstrings and comments ------------------------------------------------------
+
+_PATH_REF = re.compile(r"(?<![\w/.\-])((?:tests|scripts)/[\w\-]+\.py|docs/[\w\-]+\.md)\b")
+_DOTTED_REF = re.compile(r"(?<![\w.])esr_analysis(?:\.[A-Za-z_]\w*)+")
+_RELATIVE_REF = re.compile(r":\w+:`~?(\.[A-Za-z_][\w.]*)`")  # :mod:`.core`, :func:`~.env.why_unavailable`
+REFERENCING_FILES = sorted([*ROOT.glob("esr_analysis/**/*.py"), *ROOT.glob("scripts/*.py")])
+
+
+def _prose(path: Path) -> list[tuple[int, str]]:
+    """``(line, text)`` of every docstring (any string statement: module, class, function and attribute
+    docstrings) and every comment of a Python file."""
+    import ast
+    import tokenize
+
+    src = path.read_text()
+    out = [(node.lineno, node.value.value) for node in ast.walk(ast.parse(src))
+           if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)]
+    out += [(tok.start[0], tok.string) for tok in tokenize.generate_tokens(io.StringIO(src).readline)
+            if tok.type == tokenize.COMMENT]
+    return out
+
+
+def _references(text: str, package: str) -> tuple[list[str], list[str]]:
+    """The repository paths and the dotted names (relative Sphinx references made absolute against
+    ``package``) that ``text`` cites."""
+    dotted = _DOTTED_REF.findall(text)
+    dotted += [package + ref for ref in _RELATIVE_REF.findall(text)]
+    return _PATH_REF.findall(text), dotted
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``dotted`` names a module, or an attribute (at any depth) of the longest importable module prefix."""
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
+                continue  # this prefix is not a module: try a shorter one
+            raise  # the module exists but imports something missing: a real failure
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_reference_rules():
+    paths, dotted = _references(
+        "see ``tests/test_docs.py``, scripts/run_all.py and docs/method.md#metrics; not data/tests/x.py; "
+        ":func:`esr_analysis.seeds.derive_seed`, esr_analysis.files. and :mod:`~.fluency`", "esr_analysis.metrics")
+    assert paths == ["tests/test_docs.py", "scripts/run_all.py", "docs/method.md"]
+    assert dotted == ["esr_analysis.seeds.derive_seed", "esr_analysis.files", "esr_analysis.metrics.fluency"]
+    assert _resolves("esr_analysis.seeds.derive_seed") and _resolves("esr_analysis.metrics.fluency")
+    assert _resolves("esr_analysis.tracing.sites.ModelSites.where")
+    assert not _resolves("esr_analysis.judge.fluency") and not _resolves("esr_analysis.seeds.no_such_name")
+
+
+def test_every_file_and_module_cited_in_code_exists():
+    """Docstrings and comments under ``esr_analysis/`` and ``scripts/`` cite only files (``tests/*.py``,
+    ``scripts/*.py``, ``docs/*.md``) and names (``esr_analysis.<module>[.<attribute>...]``) that exist. Imports
+    only this package's modules, which import nothing heavy at import time."""
+    missing: list[str] = []
+    checked: dict[str, bool] = {}
+    for path in REFERENCING_FILES:
+        rel = path.relative_to(ROOT)
+        module = ".".join(rel.with_suffix("").parts)
+        package = module.removesuffix(".__init__") if rel.name == "__init__.py" else module.rpartition(".")[0]
+        for line, text in _prose(path):
+            paths, dotted = _references(text, package)
+            missing += [f"{rel}:{line}: {ref}" for ref in paths if not (ROOT / ref).exists()]
+            for ref in dotted:
+                if ref not in checked:
+                    checked[ref] = _resolves(ref)
+                if not checked[ref]:
+                    missing.append(f"{rel}:{line}: {ref}")
+    assert len(checked) > 50, "the scan should find the package's many cross-references"
+    assert missing == [], "docstrings/comments cite files or names that do not exist:\n" + "\n".join(missing)

@@ -13,7 +13,7 @@ from nbrun import NOTEBOOKS, ROOT, check_pairing, output_texts, runner
 
 NAMES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 WITH_OUTPUTS = ("01_sae_and_latents", "02_steered_generation", "03_esr_rates", "04_boost_sweep", "05_meta_prompting",
-                "06_model_organism")
+                "06_model_organism", "07_off_topic_detectors", "08_anatomy_of_a_recovery", "09_what_drives_recovery")
 """Notebooks committed with the outputs of `make notebooks`: every code cell executed, no error, a figure shown.
 (Add a notebook here once `make notebooks` has executed it on the machine that commits it.)"""
 

@@ -12,8 +12,6 @@ Shipped sets (written for this project, not the authors' file):
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
 from pathlib import Path
 
 from esr_analysis.paths import DATA_DIR
@@ -53,9 +51,3 @@ def load_prompts(source: str | Path = "esr") -> list[str]:
         raise ValueError(f"prompt file {path} holds no prompts (one prompt per line expected)")
     return out
 
-
-def sample_distinct(prompts: Sequence[str], k: int, rng: random.Random) -> list[str]:
-    """``k`` distinct prompts drawn without replacement (``ValueError`` if fewer than ``k`` exist)."""
-    if k > len(prompts):
-        raise ValueError(f"asked for {k} distinct prompts but the set has only {len(prompts)}")
-    return rng.sample(list(prompts), k)

@@ -71,11 +71,6 @@ class RunStats:
     elapsed_s: float = 0.0
     error_examples: list[str] = field(default_factory=list)
 
-    @property
-    def gradings_per_s(self) -> float:
-        """Requests answered (graded or not) per second of wall time."""
-        return self.n_requests / self.elapsed_s if self.elapsed_s > 0 else float("inf")
-
 
 @dataclass
 class GradingReport:

@@ -141,8 +141,3 @@ class SlicedSAE:
         except ValueError:
             raise ValueError(f"latent {latent} is not in this sliced SAE") from None
         return self.W_dec[j]
-
-    def nbytes(self) -> int:
-        """Bytes of tensor data (what a remote request carries)."""
-        ts = [self.W_enc, self.b_enc, self.W_dec, self.b_dec] + ([self.threshold] if self.threshold is not None else [])
-        return sum(t.numel() * t.element_size() for t in ts)

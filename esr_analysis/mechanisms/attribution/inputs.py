@@ -42,7 +42,12 @@ RESTART_WORDS = ("Wait", "wait", "Actually", "actually", "Oops", "Whoops", "Hold
                  "Correction", "Scratch", "Apologies", "Oh", "No")
 """Words that begin restart language (the interjections of :mod:`esr_analysis.judge.restart`): their first tokens
 are never the comparison token ``a`` of the restart logit difference. Ordinary sentence starters that can also
-begin a restart ("I", "Let", "My") are kept as candidates, since a non-recovering continuation uses them too."""
+begin a restart ("I", "Let", "My") are kept as candidates, since a non-recovering continuation uses them too.
+Not a second definition of restart language: :mod:`esr_analysis.judge.restart` defines it, as regular
+expressions over whole phrases at a sentence start (to split attempts); this is a token-level exclusion list of
+the opening words of those phrases and their lead-ins, which cannot be derived from the patterns (their
+lead-ins also allow ordinary starters: "Okay", "Well", "But"). Every word here occurs in those patterns
+(tested); a new opening word there belongs here too."""
 
 COUNTERFACTUALS = ("steering_off", "ontopic_span", "detectors_ablated")
 _FIELDS = ("prompt", "response", "correction_char", "interventions", "offtopic_char", "ontopic_char",
