@@ -102,14 +102,24 @@ def _detector_parser(sub: Any) -> None:
     d.add_argument("--layer", type=int, help="read layer (default: the model's read layer)")
     d.add_argument("--prompts", default="otd_discovery", help="prompt set or file (default otd_discovery)")
     d.add_argument("--n-prompts", type=int, help="use the first N prompts")
-    d.add_argument("--max-new-tokens", type=int, default=128)
+    d.add_argument("--max-new-tokens", type=int, default=128, help="answer length (default 128)")
+    d.add_argument("--temperature", type=float, default=0.6, help="answer sampling temperature (default 0.6)")
     d.add_argument("--n-derangements", type=int, default=3)
-    d.add_argument("--rule", default="zero_on_topic", help="zero_on_topic | separability | ranked")
-    d.add_argument("--top-k", type=int, default=26, help="k of the ranked rule")
-    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--rule", default="zero_on_topic", help="zero_on_topic | separability | ranked "
+                   "(default zero_on_topic)")
+    d.add_argument("--fallback-rule", default=None, help="rule used instead when --rule selects nothing, e.g. "
+                   "ranked (recorded as rule_fallback_from; default: none)")
+    d.add_argument("--top-k", type=int, default=26, help="k of the ranked rule (default 26)")
+    d.add_argument("--min-off-fraction", type=float, default=0.8, help="zero_on_topic rule: least fraction of "
+                   "off-topic pairs a detector fires on (default 0.8)")
+    d.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass (default 8)")
+    d.add_argument("--chunk", type=int, default=2048, help="latents encoded at a time inside a trace (default 2048)")
+    d.add_argument("--latents-per-pass", type=int, default=None, help="split the candidate latents over forward "
+                   "passes of this many (default: all in one; a remote request ships only these encoder columns)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--remote", action="store_true", help="run the traces on NDIF")
     d.add_argument("--out", required=True, help="detector file to write (its profile goes next to it)")
+    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
     for name, helptext in (("ablate", "exp 3: replay exp 1 trials of a run with the detectors ablated"),
                            ("null", "exp 10: replay them with matched random sets ablated; write the summary")):
         a = dsub.add_parser(name, help=helptext)
@@ -163,10 +173,12 @@ def _demo_side_by_side(args: Any) -> int:
     return 0
 
 
-def _detectors(args: Any) -> int:
+def _detectors(args: Any, argv: list[str] | None = None) -> int:
+    import shlex
+
     from esr_analysis.mechanisms import detector_study as study
 
-    command = "esr " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["detectors"] else None
+    command = "esr " + shlex.join(sys.argv[1:] if argv is None else argv)  # recorded in the files written
     if args.detector_command == "discover":
         from esr_analysis.experiments.prompts import load_prompts
         from esr_analysis.experiments.session import load_sae_source
@@ -175,8 +187,18 @@ def _detectors(args: Any) -> int:
         from esr_analysis.models.registry import get_spec
 
         spec = get_spec(args.model)
-        if args.rule not in RULES:
-            raise ValueError(f"unknown rule {args.rule!r}; choose one of {', '.join(RULES)}")
+        fallback = args.fallback_rule or None
+        for opt, r in (("--rule", args.rule), *((("--fallback-rule", fallback),) if fallback else ())):
+            if r not in RULES:
+                raise ValueError(f"unknown rule {r!r} ({opt}); choose one of {', '.join(RULES)}")
+        for opt, v in (("--top-k", args.top_k), ("--batch-size", args.batch_size), ("--chunk", args.chunk),
+                       ("--n-derangements", args.n_derangements), ("--max-new-tokens", args.max_new_tokens),
+                       ("--latents-per-pass", 1 if args.latents_per_pass is None else args.latents_per_pass),
+                       ("--n-prompts", 1 if args.n_prompts is None else args.n_prompts)):
+            if v < 1:
+                raise ValueError(f"{opt} must be >= 1, got {v}")
+        if not 0.0 <= args.min_off_fraction <= 1.0:
+            raise ValueError(f"--min-off-fraction must be in [0, 1], got {args.min_off_fraction}")
         load_prompts(args.prompts)
         source = args.sae or spec.sae_source
         if not source:
@@ -187,10 +209,14 @@ def _detectors(args: Any) -> int:
             raise ValueError(f"--layer {layer} is outside {spec.name} (layers 0..{spec.n_layers - 1})")
         model = load_remote_model(spec.name) if args.remote else load_model(spec.name)
         rec = study.discover_to_file(model, sae, args.out, model_name=spec.name, layer=layer, prompts=args.prompts,
-                                     n_prompts=args.n_prompts, max_new_tokens=args.max_new_tokens, rule=args.rule,
-                                     top_k=args.top_k, n_derangements=args.n_derangements, seed=args.seed,
-                                     batch_size=args.batch_size, remote=args.remote, command=command)
-        print(f"{len(rec['off_topic_detectors'])} detectors ({args.rule}); every rule: "
+                                     n_prompts=args.n_prompts, max_new_tokens=args.max_new_tokens,
+                                     temperature=args.temperature, rule=args.rule, fallback_rule=fallback,
+                                     top_k=args.top_k, min_off_fraction=args.min_off_fraction,
+                                     n_derangements=args.n_derangements, seed=args.seed, batch_size=args.batch_size,
+                                     chunk=args.chunk, latents_per_pass=args.latents_per_pass, remote=args.remote,
+                                     command=command, progress=not args.no_progress)
+        chosen = rec["rule"] + (f", fallback from {rec['rule_fallback_from']}" if "rule_fallback_from" in rec else "")
+        print(f"{len(rec['off_topic_detectors'])} detectors ({chosen}); every rule: "
               + ", ".join(f"{r} {v['n']}" for r, v in rec["rules"].items()) + f"; wrote {args.out}")
         return 0
     session = study.session_for_run(args.run_dir, progress=not args.no_progress)
@@ -302,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 pd.concat([df.assign(experiment=k) for k, df in tables.items()]).to_csv(args.csv, index=False)
             return 0
         if args.command == "detectors":
-            return _detectors(args)
+            return _detectors(args, argv)
         if args.command == "regrade":
             return _regrade(args)
         if args.command == "figures":

@@ -133,7 +133,15 @@ def test_study_steps_end_to_end(exp1_run, tmp_path):
     on_disk = json.loads(out.read_text())
     assert on_disk["random_sets"] == 3 and on_disk["n_detectors"] == 3 and on_disk["command"] == "test"
     assert summ["baseline"]["n"] == 5 and summ["detector_ablation"]["n"] == 5 and summ["subset"]["n"] == 5
-    assert summ["subset"]["seed"] == 3 and summ["subset"]["n_source_trials"] == 5
+    assert summ["subset"]["seed"] == 3 and summ["subset"]["n_subset_trials"] == 5
+    assert summ["subset"]["n_source_trials"] == 9 == len(source_trials(rd / "exp1"))  # the pool drawn from
+    assert rep["subset"] == summ["subset"] == summ["sampler"]["subset"]
+    sampler = rd / "exp10" / "sampler.json"  # a sampler.json of the old form: subset size as n_source_trials
+    old = json.loads(sampler.read_text())
+    old["subset"] = {k: v for k, v in old["subset"].items() if k != "n_subset_trials"} | {"n_source_trials": 5}
+    sampler.write_text(json.dumps(old))
+    again = study.summarize_step(rd, det_file, n_boot=0)
+    assert again["subset"] == summ["subset"] and again["sampler"]["subset"] == summ["subset"]
     assert len(read_trials(rd / "exp10" / "set-02")[0]) == 5
     from esr_analysis.plotting import fig5_detectors
 
@@ -150,3 +158,59 @@ def test_cli_errors_exit_2_before_loading(tmp_path, capsys):
                  "--out", "x.json"]) == 2
     assert "unknown rule" in capsys.readouterr().err
     assert main(["detectors", "discover", "--model", "no-such-model", "--out", "x.json"]) == 2
+
+
+def test_cli_discover_passes_every_discovery_option(tmp_path, monkeypatch, capsys):
+    """`esr detectors discover` on the tiny model: rule, fallback rule, top-k, min-off-fraction, temperature,
+    batching, chunk and latents-per-pass reach the library, and the file equals the library's own."""
+    import shlex
+
+    import esr_analysis.mechanisms.detectors as detectors
+    import esr_analysis.models.loading as loading
+    import esr_analysis.models.registry as registry
+    from esr_analysis.cli import main
+    from esr_analysis.experiments.session import load_sae_source
+    from esr_analysis.mechanisms import detector_study as study
+    from esr_analysis.models.tiny import TINY_HIDDEN, load_tiny
+
+    model = load_tiny("llama")
+    tiny = registry.remembered_spec(model)
+    real_get_spec = registry.get_spec
+    monkeypatch.setattr(registry, "get_spec", lambda name=None: tiny if name == tiny.name else real_get_spec(name))
+    monkeypatch.setattr(loading, "load_model", lambda name, **kw: model)
+    seen: dict = {}
+    real_discover = detectors.discover
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real_discover(*a, **kw)
+
+    monkeypatch.setattr(detectors, "discover", spy)
+    out = tmp_path / "det.json"
+    common = ["--model", tiny.name, "--sae", "random:96:0", "--n-prompts", "4", "--max-new-tokens", "5",
+              "--temperature", "0.7", "--n-derangements", "2", "--top-k", "3", "--min-off-fraction", "0.9",
+              "--batch-size", "3", "--seed", "1", "--no-progress"]
+    argv = ["detectors", "discover", *common, "--rule", "zero_on_topic", "--fallback-rule", "ranked",
+            "--chunk", "16", "--latents-per-pass", "40", "--out", str(out)]
+    assert main(argv) == 0
+    assert "fallback from zero_on_topic" in capsys.readouterr().out
+    assert (seen["chunk"], seen["latents_per_pass"], seen["batch_size"], seen["n_derangements"], seen["seed"]) == \
+        (16, 40, 3, 2, 1)
+    assert (seen["settings"].temperature, seen["settings"].max_new_tokens, seen["layer"]) == (0.7, 5, tiny.read_layer)
+    rec = json.loads(out.read_text())
+    assert rec["command"] == "esr " + shlex.join(argv)
+    assert rec["rule_params"]["min_off_fraction"] == 0.9 and rec["rule_params"]["top_k"] == 3
+    assert rec["rules"]["zero_on_topic"]["n"] == 0  # selects nothing on the tiny model: the fallback is used
+    assert rec["rule"] == "ranked" and rec["rule_fallback_from"] == "zero_on_topic"
+    assert rec["off_topic_detectors"] == rec["rules"]["ranked"]["detectors"] != []
+    ref = study.discover_to_file(model, load_sae_source("random:96:0", TINY_HIDDEN), tmp_path / "ref.json",
+                                 model_name=tiny.name, layer=tiny.read_layer, n_prompts=4, max_new_tokens=5,
+                                 temperature=0.7, rule="zero_on_topic", fallback_rule="ranked", top_k=3,
+                                 min_off_fraction=0.9, n_derangements=2, seed=1, batch_size=3, progress=False)
+    for key in ("off_topic_detectors", "rules", "rule", "rule_fallback_from", "normal_responses", "discovery"):
+        assert rec[key] == ref[key], key
+    assert main(["detectors", "discover", *common, "--fallback-rule", "contrast", "--out", str(out)]) == 2
+    assert "unknown rule 'contrast' (--fallback-rule)" in capsys.readouterr().err
+    for bad in (["--chunk", "0"], ["--latents-per-pass", "0"], ["--min-off-fraction", "1.5"]):
+        assert main(["detectors", "discover", *common, *bad, "--out", str(out)]) == 2
+        assert bad[0] in capsys.readouterr().err

@@ -173,3 +173,72 @@ def test_summary_schema_pairing_and_percentile():
     stray = [_trial(0, 0, [30], exp="exp10", source="not-a-baseline-trial")]
     with pytest.raises(ValueError, match="not among the baseline"):
         detector_summary(base, det, [stray], rule="r", n_boot=0)
+
+
+def _wilson(count, n, z=1.959963984540054):
+    p = count / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [centre - half, centre + half]
+
+
+def test_random_metrics_pool_every_random_set_trial():
+    """``random_metrics`` is M over the random sets' trials pooled, recomputed here from the raw grades (the old
+    code fed scored objects to ``condition_metrics`` and reported ``n = 0``)."""
+    rng = random.Random(7)
+    base = [_trial(i, i % 4, [40, 70] if rng.random() < 0.4 else [40]) for i in range(24)]
+    det = _arm(base, 0.1, "exp3", 1)
+
+    def arm(s):
+        out = []
+        for i, t in enumerate(base):
+            k = rng.choice([1, 1, 2, 3])
+            scores = [rng.randint(0, 100) for _ in range(k)]
+            err = "judge failed" if (i + s) % 11 == 0 else None
+            out.append(_trial(i, t.latent, scores, exp="exp10", source=t.trial_id, error=err))
+        return out
+
+    rand = [arm(s) for s in range(3)]
+    s = detector_summary(base, det, rand, rule="ranked", n_boot=0)
+    valid = [[a["score"] for a in t.grade["attempts"]] for r in rand for t in r if t.error is None]
+    n = len(valid)
+    assert n == 3 * 24 - sum(1 for r in rand for t in r if t.error) and n > 0
+    multi = sum(len(v) > 1 for v in valid)
+    esr = sum(len(v) > 1 and v[-1] > v[0] for v in valid)
+    m = s["random_metrics"]
+    assert m["n"] == n
+    assert m["multi_attempt_rate"] == pytest.approx(multi / n)
+    assert m["esr_rate"] == pytest.approx(esr / n)
+    assert m["first_attempt_score"] == pytest.approx(sum(v[0] for v in valid) / n)
+    assert m["multi_attempt_ci"] == pytest.approx(_wilson(multi, n))
+    assert m["esr_ci"] == pytest.approx(_wilson(esr, n))
+    assert detector_summary(base, det, [], rule="ranked", n_boot=0)["random_metrics"] is None
+
+
+def test_condition_metrics_reads_scored_trials_like_records():
+    from esr_analysis.mechanisms.null import _valid, condition_metrics
+
+    rng = random.Random(3)
+    trials = [_trial(i, i % 3, [rng.randint(0, 100) for _ in range(rng.choice([1, 2]))]) for i in range(15)]
+    scored = [_valid(t) for t in trials]
+    assert condition_metrics(scored) == condition_metrics(trials) and condition_metrics(scored)["n"] == 15
+    with pytest.raises(TypeError, match="not a mix"):
+        condition_metrics([scored[0], trials[1]])
+
+
+def test_subset_record_reads_old_and_new_subsets():
+    import json
+    from pathlib import Path
+
+    from esr_analysis.mechanisms.detector_study import subset_record
+
+    new = {"n": 5, "seed": 3, "n_subset_trials": 5, "n_source_trials": 9, "drawn": "rule"}
+    assert subset_record(new) == new and subset_record(new, pool_size=12) == new  # a recorded pool size wins
+    old = {"n": 5, "seed": 3, "n_source_trials": 5, "drawn": "rule"}  # before: the subset size under this name
+    assert subset_record(old) == {**old, "n_subset_trials": 5, "n_source_trials": None}
+    assert subset_record(old, pool_size=9) == new
+    assert old["n_source_trials"] == 5 and subset_record(None) is None  # input untouched
+    committed = Path(__file__).resolve().parent.parent / "data" / "results"
+    for f in sorted(committed.glob("detectors_*.json")):
+        sub = subset_record(json.loads(f.read_text())["subset"])
+        assert sub is not None and sub["n_subset_trials"] == sub["n"] and sub["n_source_trials"] is None, f.name

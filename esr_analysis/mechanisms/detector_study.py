@@ -104,10 +104,35 @@ def session_for_run(run_dir: str | Path, *, progress: bool = True) -> Any:
     return open_session(load_config(json.loads(p.read_text())), progress=progress)
 
 
-def _subset(run_dir: str | Path, n_trials: int | None, subset_seed: int) -> list[Any]:
+def _pool_and_subset(run_dir: str | Path, n_trials: int | None, subset_seed: int) -> tuple[list[Any], list[Any]]:
+    """The exp 1 trials the subset is drawn from (the pool) and the subset itself."""
     from esr_analysis.mechanisms.ablation import baseline_subset, source_trials
 
-    return baseline_subset(source_trials(Path(run_dir) / "exp1"), n_trials, subset_seed)
+    pool = source_trials(Path(run_dir) / "exp1")
+    return pool, baseline_subset(pool, n_trials, subset_seed)
+
+
+def _subset(run_dir: str | Path, n_trials: int | None, subset_seed: int) -> list[Any]:
+    return _pool_and_subset(run_dir, n_trials, subset_seed)[1]
+
+
+def subset_record(subset: dict[str, Any] | None, *, pool_size: int | None = None) -> dict[str, Any] | None:
+    """A subset record (``subset`` of ``sampler.json`` and of a summary) in the current form: ``n`` and ``seed``
+    as asked, ``n_subset_trials`` = trials replayed per ablated set, ``n_source_trials`` = size of the pool of
+    exp 1 trials they were drawn from, ``drawn`` = the rule.
+
+    Records written before ``n_subset_trials`` existed stored the **subset** size as ``n_source_trials``; it is
+    moved to ``n_subset_trials`` and ``n_source_trials`` becomes ``pool_size`` (``None`` when unknown, the pool
+    size not having been recorded). ``None`` stays ``None``; the input is not modified."""
+    if subset is None:
+        return None
+    out = dict(subset)
+    if "n_subset_trials" not in out and "n_source_trials" in out:
+        out["n_subset_trials"] = out["n_source_trials"]
+        out["n_source_trials"] = pool_size
+    elif out.get("n_source_trials") is None and pool_size is not None:
+        out["n_source_trials"] = pool_size
+    return out
 
 
 def ablate_step(session: Any, run_dir: str | Path, detector_file: str | Path, *, n_trials: int | None = None,
@@ -126,7 +151,8 @@ def null_step(session: Any, run_dir: str | Path, detector_file: str | Path, *, n
               caliper: float = 0.25, n_trials: int | None = None, subset_seed: int = 0) -> dict[str, Any]:
     """Exp 10: ``n_sets`` matched random sets (:func:`~esr_analysis.mechanisms.null.matched_random_sets`) ablated
     on the same subset, into ``<run_dir>/exp10/set-NN``; the sampler's report is written to
-    ``<run_dir>/exp10/sampler.json`` and returned."""
+    ``<run_dir>/exp10/sampler.json`` and returned. Its ``subset`` records ``n_subset_trials`` (trials replayed
+    per set) and ``n_source_trials`` (the exp 1 pool they were drawn from), see :func:`subset_record`."""
     from esr_analysis.mechanisms.ablation import run_random_sets
     from esr_analysis.mechanisms.detectors import read_detector_file
     from esr_analysis.mechanisms.null import matched_random_sets
@@ -134,12 +160,13 @@ def null_step(session: Any, run_dir: str | Path, detector_file: str | Path, *, n
     det = read_detector_file(detector_file)
     profile = read_profile(detector_file)
     sets, report = matched_random_sets(profile, det.latents, n_sets, seed, caliper=caliper)
-    trials = _subset(run_dir, n_trials, subset_seed)
+    pool, trials = _pool_and_subset(run_dir, n_trials, subset_seed)
     root = Path(run_dir) / "exp10"
     sampler = {"seed": seed, "caliper_log10": caliper, "detectors": list(det.latents)}
     run_random_sets(session, root, trials, sets, sampler=sampler)
     report = {**report, "random_sets": sets,
-              "subset": {"n": n_trials, "seed": subset_seed, "n_source_trials": len(trials), "drawn": SUBSET_RULE}}
+              "subset": {"n": n_trials, "seed": subset_seed, "n_subset_trials": len(trials),
+                         "n_source_trials": len(pool), "drawn": SUBSET_RULE}}
     atomic_write_json(root / "sampler.json", report)
     return report
 
@@ -157,14 +184,17 @@ def summarize_step(run_dir: str | Path, detector_file: str | Path, *, n_boot: in
     if not (rd / "exp3" / "trials.jsonl").is_file():
         raise FileNotFoundError(f"{rd}/exp3 holds no detector-ablation run: run `esr detectors ablate` first")
     sets = sorted(p for p in (rd / "exp10").glob("set-*") if (p / "trials.jsonl").is_file())
-    summary = detector_summary(source_trials(rd / "exp1"), load_paired(rd / "exp3"), [load_paired(p) for p in sets],
+    pool = source_trials(rd / "exp1")
+    summary = detector_summary(pool, load_paired(rd / "exp3"), [load_paired(p) for p in sets],
                                rule=det.rule or "unknown", n_boot=n_boot, seed=seed)
-    sampler = rd / "exp10" / "sampler.json"
+    sampler_file = rd / "exp10" / "sampler.json"
+    sampler = json.loads(sampler_file.read_text()) if sampler_file.is_file() else None
+    subset = subset_record(sampler.get("subset"), pool_size=len(pool)) if sampler else None
     summary.update({
         "detectors": list(det.latents), "labels": {str(k): v for k, v in det.labels.items()},
-        "subset": (json.loads(sampler.read_text()).get("subset") if sampler.is_file() else None),
-        "sampler": ({k: v for k, v in json.loads(sampler.read_text()).items() if k != "sets"}
-                    if sampler.is_file() else None),
+        "subset": subset,
+        "sampler": ({**{k: v for k, v in sampler.items() if k != "sets"}, **({"subset": subset} if subset else {})}
+                    if sampler else None),
         "n_boot": n_boot, "bootstrap_seed": seed, "run": rd.name, "command": command,
     })
     summary["reading"] = reading(summary)

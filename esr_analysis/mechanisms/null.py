@@ -180,12 +180,24 @@ def paired_difference(pairs: Sequence[tuple[Any, Any]], metric: str, *, n_boot: 
 
 def condition_metrics(trials: Sequence[Any], *, n_boot: int = 0, seed: int = 0) -> dict[str, Any]:
     """``M`` of a condition: ``{"n", "multi_attempt_rate", "multi_attempt_ci", "esr_rate", "esr_ci",
-    "first_attempt_score"}`` over its valid trials (rates as fractions, Wilson 95 % intervals)."""
-    from esr_analysis.metrics.summary import esr_rate, first_attempt_score, multi_attempt_rate
+    "first_attempt_score"}`` over its valid trials (rates as fractions, Wilson 95 % intervals).
 
-    ma = multi_attempt_rate(list(trials), n_boot=n_boot, seed=seed)
-    es = esr_rate(list(trials), n_boot=n_boot, seed=seed)
-    fa = first_attempt_score(list(trials), n_boot=n_boot, seed=seed)
+    ``trials`` are trial records (:class:`~esr_analysis.store.Trial`, dicts) or already scored
+    :class:`~esr_analysis.metrics.definitions.TrialScores` (each one a valid trial); a mix raises ``TypeError``.
+    (Scores read as trial records would all count as ungraded, giving ``n = 0``.)"""
+    from esr_analysis.metrics.definitions import TrialScores
+    from esr_analysis.metrics.summary import esr_rate, first_attempt_score, multi_attempt_rate
+    from esr_analysis.metrics.trials import ValidTrials
+
+    rows: Any = list(trials)
+    scored = [isinstance(t, TrialScores) for t in rows]
+    if any(scored):
+        if not all(scored):
+            raise TypeError("condition_metrics: pass trial records or TrialScores, not a mix")
+        rows = ValidTrials(trials=tuple(rows))
+    ma = multi_attempt_rate(rows, n_boot=n_boot, seed=seed)
+    es = esr_rate(rows, n_boot=n_boot, seed=seed)
+    fa = first_attempt_score(rows, n_boot=n_boot, seed=seed)
     return {"n": ma.n, "multi_attempt_rate": ma.value, "multi_attempt_ci": [ma.ci_low, ma.ci_high],
             "esr_rate": es.value, "esr_ci": [es.ci_low, es.ci_high], "first_attempt_score": fa.value}
 
@@ -194,7 +206,8 @@ def detector_summary(baseline: Sequence[Any], detector: Sequence[Any], random_se
                      rule: str, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """The issue's summary: ``rule``, ``n_detectors``, ``baseline``/``detector_ablation`` metrics, the random
     sets' rates, ``detector_percentile`` and ``difference_ci`` (multi-attempt, detector - baseline), plus the
-    same for ESR and against the pooled random sets. Baseline metrics are over the replayed source trials."""
+    same for ESR and against the pooled random sets. Baseline metrics are over the replayed source trials;
+    ``random_metrics`` is ``M`` over the trials of every random set pooled (``None`` without random trials)."""
     if not detector:
         raise ValueError("the detector-ablation run holds no trials")
     n_det = len((detector[0].interventions and next((iv.get("latents") for iv in detector[0].interventions
@@ -203,6 +216,7 @@ def detector_summary(baseline: Sequence[Any], detector: Sequence[Any], random_se
     base_used = [t for t in baseline if t.trial_id in used]
     _, (det_pairs, *rand_pairs) = paired_arms(base_used, [detector, *random_sets])
     pooled = [p for ps in rand_pairs for p in ps]
+    pooled_trials = [t for arm in random_sets for t in arm]
     rand_ma = [_rate([a for _, a in ps], "multi_attempt_rate") for ps in rand_pairs]
     rand_esr = [_rate([a for _, a in ps], "esr_rate") for ps in rand_pairs]
     det = condition_metrics(detector)
@@ -214,7 +228,9 @@ def detector_summary(baseline: Sequence[Any], detector: Sequence[Any], random_se
         "difference": paired_difference(det_pairs, "multi_attempt_rate", n_boot=0, seed=seed)[0],
         "esr_difference_ci": paired_difference(det_pairs, "esr_rate", n_boot=n_boot, seed=seed)[1],
         "random_esr_rates": rand_esr, "esr_percentile": percentile_of(det["esr_rate"], rand_esr),
-        "n_paired": len(det_pairs), "random_metrics": condition_metrics([a for _, a in pooled]) if pooled else None,
+        "n_paired": len(det_pairs),
+        # M of the random sets' trials pooled, defined like detector_ablation (every valid trial of the condition)
+        "random_metrics": condition_metrics(pooled_trials) if pooled_trials else None,
     }
     if pooled:
         det_by_src = {id(b): a for b, a in det_pairs}
