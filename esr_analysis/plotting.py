@@ -13,6 +13,8 @@
   baseline and the detector ablation (bars with Wilson intervals) beside the matched random sets as a
   distribution (one dot per set, a box over them), from the detector summary
   (:func:`esr_analysis.mechanisms.null.detector_summary`).
+* :func:`fig7_mix_sweep` (Fig. 7 style): the organisms of a mix-ratio sweep against their self-correction
+  fraction (:func:`esr_analysis.finetune.sweep.mix_sweep`).
 
 matplotlib is imported inside the functions (Agg backend when no display).
 """
@@ -240,6 +242,48 @@ def fig5_detectors(summary: Mapping[str, Any], path: str | Path | None = None, t
              f"rate at the {pct:.0f}th percentile of the random sets; paired latent-bootstrap 95% interval of "
              f"ablation - baseline: [{100 * dci[0]:.1f}, {100 * dci[1]:.1f}] points; bars: Wilson 95%",
              ha="right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        _save(fig, path)
+    return fig
+
+
+def fig7_mix_sweep(sweep: Mapping[str, Any], path: str | Path | None = None,
+                   base: Mapping[str, Any] | None = None, title: str | None = None) -> Any:
+    """Fig. 7-style mix-ratio sweep from :func:`esr_analysis.finetune.sweep.mix_sweep`: multi-attempt %, ESR % and
+    mean first-attempt score against the self-correction fraction ``p``, steered (solid) and unsteered
+    (dashed), with 95 % intervals (Wilson for rates, student-t for means); ``base`` (``{"organism": M, "organism_no_steer": M}`` of the base model, same
+    evaluation) as dotted reference lines. Saved to ``path`` if given."""
+    plt = _plt()
+    rows = sweep["rows"]
+    xs = [100 * r["fraction"] for r in rows]
+    panels = [("multi_attempt_rate", "multi_attempt_ci", "Multi-attempt %", 100.0),
+              ("esr_rate", "esr_ci", "ESR rate (%)", 100.0),
+              ("first_attempt_score", "first_attempt_ci", "Mean first-attempt score", 1.0)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, (metric, ci, label, k) in zip(axes, panels, strict=True):
+        for cond, style, name in (("organism", "-o", "steered (exp 1)"), ("organism_no_steer", "--s", "unsteered")):
+            pts = [(x, r[cond]) for x, r in zip(xs, rows, strict=True) if cond in r and r[cond].get(metric) is not None]
+            if not pts:
+                continue
+            vx = [x for x, _ in pts]
+            vy = [k * m[metric] for _, m in pts]
+            lo = [k * (m[metric] - m[ci][0]) if m.get(ci) else 0 for _, m in pts]
+            hi = [k * (m[ci][1] - m[metric]) if m.get(ci) else 0 for _, m in pts]
+            ax.errorbar(vx, vy, yerr=[lo, hi], fmt=style, capsize=4, label=name)
+            if base and cond in base and base[cond].get(metric) is not None:
+                ax.axhline(k * base[cond][metric], ls=":", color=ax.lines[-1].get_color(), alpha=0.8,
+                           label=f"base model, {name.split(' ')[0]}")
+        ax.set_xlabel("self-correction fraction p of the training mix (%)")
+        ax.set_xticks(xs)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 100 if k == 1.0 else None)
+    axes[0].legend(fontsize=8)
+    n = rows[0].get("organism", {}).get("n")
+    fig.text(0.99, -0.03, f"n = {n} steered trials per organism (same latents, prompts, seeds, judge); "
+             "bars: Wilson 95% (rates), student-t 95% (mean scores)", ha="right", fontsize=8)
     if title:
         fig.suptitle(title)
     if path is not None:
