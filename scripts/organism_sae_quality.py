@@ -37,16 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     org = get_spec(args.organism)
     base = get_spec(org.base_model)
     texts: list[list[int]] = []
+    used = []
     for cond in ("base", "organism"):
-        trials, _ = read_trials(args.runs / org.name / cond / "exp8")
+        run = args.runs / org.name / cond / "exp8"
+        if not (run / "trials.jsonl").is_file():
+            continue  # e.g. the evaluation ran --only organism: the organism's transcripts serve both models
+        trials, _ = read_trials(run)
         texts += [list(t.input_ids or []) + list(t.output_ids or []) for t in trials]
+        used.append(cond)
     windows = [ids[: args.window] for ids in texts if len(ids) >= args.window][: args.windows]
     if not windows:
         raise SystemExit("no transcripts long enough; run scripts/evaluate_organism.py first")
     tokens = torch.tensor(windows)
     sae = load_sae(base.sae_source)
     out: dict = {"windows": len(windows), "window_tokens": args.window, "sae": base.sae_source,
-                 "layer": base.sae_layer, "source": "exp 8 transcripts of both models (prompt + unsteered response)",
+                 "layer": base.sae_layer, "source": f"exp 8 transcripts (prompt + unsteered response) of: {', '.join(used)}; the same windows for both models",
                  "command": "python scripts/organism_sae_quality.py " + " ".join(argv or sys.argv[1:])}
     for name in (base.name, org.name):
         lm = load_model(name)

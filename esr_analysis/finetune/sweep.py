@@ -51,10 +51,12 @@ def mix_sweep(adapters: Sequence[str | Path]) -> dict[str, Any]:
         this_eval = {k: meta[k] for k in SAME_EVAL if k in meta}
         if recipe is None:
             recipe, evaluation = this_recipe, this_eval
-        elif this_recipe != recipe or this_eval != evaluation:
+        else:  # an eval field recorded by only one of them (older eval.json files) is not a difference
             diff = [k for k in SAME_RECIPE if this_recipe[k] != recipe[k]] + \
-                [k for k in SAME_EVAL if this_eval.get(k) != (evaluation or {}).get(k)]
-            raise ConfigError(f"{adapter.name} differs from the first organism in {diff}: not one sweep")
+                [k for k in SAME_EVAL if k in this_eval and k in (evaluation or {})
+                 and this_eval[k] != (evaluation or {})[k]]
+            if diff:
+                raise ConfigError(f"{adapter.name} differs from the first organism in {diff}: not one sweep")
         row: dict[str, Any] = {"name": org["name"], "fraction": float(org["fraction"]),
                                "mix": {k: org.get("mix", {}).get(k) for k in
                                        ("n_self_correction", "n_normal", "pool_self_correction", "pool_normal",
