@@ -36,22 +36,28 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (need
 
 # %% [markdown]
 # > **Read this before any number below: what the offline judge can and cannot measure.**
-# > Every score in this notebook comes from the *offline* judge (`judge="offline"`), not from the paper's judge
-# > (Claude Haiku 4.5). It cuts a response into attempts at explicit restart phrases ("wait, that's not right",
-# > "let me try again", ...) and scores each attempt 0–100 from MiniLM embedding similarity to the prompt (and
-# > dissimilarity to the steered latent's label), through a logistic calibration. So it measures **topical
-# > relevance**, not whether the answer is correct, useful or even fluent. What that means today (issue 10):
+# > Every score in this notebook comes from the *offline* judge (`judge="offline"`, `offline-judge-v3`), not from
+# > the paper's judge (Claude Haiku 4.5); `docs/judging.md` describes it.
 # >
-# > * degenerate steered text (a word looping, licence boilerplate, runs of code fences) can still get **mid
-# >   scores (about 25–55)** when it shares words with the prompt; only exact word loops are capped near 0;
-# > * a fluent answer that has drifted to a neighbouring topic can score **70+**;
-# > * ordinary wording ("Wait, then pour...", "I apologize for the short notice") can be cut as a restart, so
-# >   **multi-attempt and ESR counts here are counts of restart phrases, not of recoveries**, and can be
-# >   non-zero even without steering.
+# > * **Attempts.** A new attempt starts only at a *strong* restart phrase that begins a sentence ("wait, that's
+# >   not right", "let me try again", "sorry, I got off track", "back to your question", ...; restart v4). The
+# >   same words in ordinary use ("Wait until it boils", "I apologize for the short notice", "Actually, ...")
+# >   cut only where the text before them is off-topic and the text after them on-topic.
+# > * **Scores.** Each attempt scores `100 × P(on-topic)` from a logistic calibration on MiniLM features: the
+# >   similarity to the prompt (also with the prompt's own words removed, since drift often restates the prompt
+# >   and then leaves it), the share of words far from the prompt, the similarity to the steered latent's label
+# >   (negative weight) and repetition. Degenerate text (the paper's ≥ 5 identical words in a row, heavy n-gram
+# >   repetition, runs of symbols or code fences, highly compressible text, repeatedly doubled words such as
+# >   "be be processed"; `esr_analysis.metrics.fluency`) is capped at 5.
 # >
-# > The offline judge is being replaced by judge v2 (issue 10), which adds a degeneracy component and restart
-# > detection with precision; `make notebooks` re-executes these notebooks then. For numbers comparable to the
-# > paper, run with `judge="claude"` (needs `ANTHROPIC_API_KEY`).
+# > So it measures **topical relevance**, not whether the answer is correct or useful. Its known limits,
+# > measured once on a fresh held-out split: short steered fragments that echo the prompt and say nothing pass
+# > every fluency rule and can score high (held-out degenerate mean 24, target ≤ 10); restart recall is 0.75
+# > (acknowledgements outside its phrase list, such as "Okay, that was not helpful", are missed); and an
+# > ordinary apology that matches a strong phrase ("I apologize for any confusion, this part can be tricky")
+# > is cut. **Multi-attempt and ESR counts here count the restart phrases the judge recognises**, not recoveries
+# > a reader has confirmed: check the transcripts.
+# > For numbers comparable to the paper, run with `judge="claude"` (needs `ANTHROPIC_API_KEY`).
 
 # %%
 from esr_analysis.experiments.session import notebook_session
@@ -147,6 +153,8 @@ for (p, b), g, gr in zip(rows, gens, grades, strict=True):
 # * The strength at which the score crosses 30 is what the pipeline's calibration (notebook 03) searches for,
 #   per latent. Compare it with the strength at which responses become degraded in the table above: if the
 #   score reaches 30 only where the text is already broken, the "threshold" measures breakage, not drift, and no
-#   response calibrated there can recover. Issue 10 reports exactly this for the current embedded presets.
+#   response calibrated there can recover. Issue 10 found exactly this for the old embedded presets
+#   (thresholds at 0.75–2.1× the median residual norm); the calibration now scores only fluent samples and drops
+#   latents with no fluent off-topic window (`search.fluency_gate`, notebook 03).
 # * One seed and two prompts per boost: the curve is an illustration, not an estimate. Notebooks 03–05 give
 #   rates with intervals over latents, prompts and seeds.

@@ -36,22 +36,31 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (need
 
 # %% [markdown]
 # > **Read this before any number below: what the offline judge can and cannot measure.**
-# > Every score in this notebook comes from the *offline* judge (`judge="offline"`), not from the paper's judge
-# > (Claude Haiku 4.5). It cuts a response into attempts at explicit restart phrases ("wait, that's not right",
-# > "let me try again", ...) and scores each attempt 0–100 from MiniLM embedding similarity to the prompt (and
-# > dissimilarity to the steered latent's label), through a logistic calibration. So it measures **topical
-# > relevance**, not whether the answer is correct, useful or even fluent. What that means today (issue 10):
+# > Every score in this notebook comes from the *offline* judge (`judge="offline"`, `offline-judge-v3`), not from
+# > the paper's judge (Claude Haiku 4.5); `docs/judging.md` describes it.
 # >
-# > * degenerate steered text (a word looping, licence boilerplate, runs of code fences) can still get **mid
-# >   scores (about 25–55)** when it shares words with the prompt; only exact word loops are capped near 0;
-# > * a fluent answer that has drifted to a neighbouring topic can score **70+**;
-# > * ordinary wording ("Wait, then pour...", "I apologize for the short notice") can be cut as a restart, so
-# >   **multi-attempt and ESR counts here are counts of restart phrases, not of recoveries**, and can be
-# >   non-zero even without steering.
+# > * **Attempts.** A new attempt starts only at a *strong* restart phrase that begins a sentence ("wait, that's
+# >   not right", "let me try again", "sorry, I got off track", "back to your question", ...; restart v4). The
+# >   same words in ordinary use ("Wait until it boils", "I apologize for the short notice", "Actually, ...")
+# >   cut only where the text before them is off-topic and the text after them on-topic.
+# > * **Scores.** Each attempt scores `100 × P(on-topic)` from a logistic calibration on MiniLM features: the
+# >   similarity to the prompt (also with the prompt's own words removed, since drift often restates the prompt
+# >   and then leaves it), the share of words far from the prompt, the similarity to the steered latent's label
+# >   (negative weight) and repetition. Degenerate text (the paper's ≥ 5 identical words in a row, heavy n-gram
+# >   repetition, runs of symbols or code fences, highly compressible text, repeatedly doubled words such as
+# >   "be be processed"; `esr_analysis.metrics.fluency`) is capped at 5.
 # >
-# > The offline judge is being replaced by judge v2 (issue 10), which adds a degeneracy component and restart
-# > detection with precision; `make notebooks` re-executes these notebooks then. For numbers comparable to the
-# > paper, run with `judge="claude"` (needs `ANTHROPIC_API_KEY`).
+# > So it measures **topical relevance**, not whether the answer is correct or useful. Its known limits,
+# > measured once on a fresh held-out split: short steered fragments that echo the prompt and say nothing pass
+# > every fluency rule and can score high (held-out degenerate mean 24, target ≤ 10); restart recall is 0.75
+# > (acknowledgements outside its phrase list, such as "Okay, that was not helpful", are missed); and an
+# > ordinary apology that matches a strong phrase ("I apologize for any confusion, this part can be tricky")
+# > is cut. **Multi-attempt and ESR counts here count the restart phrases the judge recognises**, not recoveries
+# > a reader has confirmed: check the transcripts.
+# >
+# > The threshold search scores only fluent samples and drops a latent whose search never found fluent
+# > off-topic text (`search.fluency_gate`, `search.require_fluent_window`; `docs/method.md#calibration`).
+# > For numbers comparable to the paper, run with `judge="claude"` (needs `ANTHROPIC_API_KEY`).
 
 # %%
 import tempfile
@@ -96,7 +105,9 @@ pd.DataFrame([{"latent": lat, "label": exp1.loc[exp1.latent == lat, "latent_labe
 # ## The metrics table
 # `value` is the estimate, `n` its denominator (valid trials; multi-attempt trials for the improvement rate),
 # then the 95 % interval treating trials as independent (Wilson / Student-t) and the 95 % latent-clustered
-# bootstrap interval. `degraded_rate` is the share of responses with a word repeated 5+ times in a row.
+# bootstrap interval. `degraded_rate` is the share of responses with a word repeated 5+ times in a row (the
+# paper's definition); the line under each table counts *degenerate* responses, the broader fluency rule under
+# which the judge caps an attempt at 5.
 
 # %%
 print(report(result.run_dir))
@@ -144,7 +155,9 @@ print(transcripts_text(pick_transcripts(exp1, n=2 if SMALL else 5), max_chars=50
 # %% [markdown]
 # ## Transcripts without steering
 # Any multi-attempt trial of exp 8 is a false split: the model was not steered, so the "restart" is ordinary
-# wording that the judge cut. The paper found none in 13,118 unsteered trials.
+# wording that the judge cut. The paper found none in 13,118 unsteered trials. A low score here is the judge's
+# reading too: an unsteered answer that stays on the prompt's subject but wanders into odd details (parchment
+# paper for boiling an egg) has many words far from the prompt and can score well below 90.
 
 # %%
 print(transcripts_text(pick_transcripts(exp8, n=1 if SMALL else 3, kinds=["multi_attempt", "esr", "spread"]),
@@ -156,4 +169,6 @@ print(transcripts_text(pick_transcripts(exp8, n=1 if SMALL else 3, kinds=["multi
 # * A non-zero multi-attempt rate in exp 8 is a judge artefact (see the note at the top), and it sets the floor
 #   below which exp 1's rates say nothing about recovery.
 # * If the degraded share is high at the threshold, the calibration target of 30 was reached by breaking the
-#   text: such a run measures the judge, not ESR (issue 10 moves the thresholds into the fluent window).
+#   text: such a run measures the judge, not ESR. The fluency gate of the search guards against this (a step
+#   with only degenerate output scores 0, and latents without a fluent off-topic window are dropped, as the
+#   first output cell reports), but responses at the threshold can still be degenerate.

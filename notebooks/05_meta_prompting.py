@@ -36,22 +36,31 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (need
 
 # %% [markdown]
 # > **Read this before any number below: what the offline judge can and cannot measure.**
-# > Every score in this notebook comes from the *offline* judge (`judge="offline"`), not from the paper's judge
-# > (Claude Haiku 4.5). It cuts a response into attempts at explicit restart phrases ("wait, that's not right",
-# > "let me try again", ...) and scores each attempt 0–100 from MiniLM embedding similarity to the prompt (and
-# > dissimilarity to the steered latent's label), through a logistic calibration. So it measures **topical
-# > relevance**, not whether the answer is correct, useful or even fluent. What that means today (issue 10):
+# > Every score in this notebook comes from the *offline* judge (`judge="offline"`, `offline-judge-v3`), not from
+# > the paper's judge (Claude Haiku 4.5); `docs/judging.md` describes it.
 # >
-# > * degenerate steered text (a word looping, licence boilerplate, runs of code fences) can still get **mid
-# >   scores (about 25–55)** when it shares words with the prompt; only exact word loops are capped near 0;
-# > * a fluent answer that has drifted to a neighbouring topic can score **70+**;
-# > * ordinary wording ("Wait, then pour...", "I apologize for the short notice") can be cut as a restart, so
-# >   **multi-attempt and ESR counts here are counts of restart phrases, not of recoveries**, and can be
-# >   non-zero even without steering.
+# > * **Attempts.** A new attempt starts only at a *strong* restart phrase that begins a sentence ("wait, that's
+# >   not right", "let me try again", "sorry, I got off track", "back to your question", ...; restart v4). The
+# >   same words in ordinary use ("Wait until it boils", "I apologize for the short notice", "Actually, ...")
+# >   cut only where the text before them is off-topic and the text after them on-topic.
+# > * **Scores.** Each attempt scores `100 × P(on-topic)` from a logistic calibration on MiniLM features: the
+# >   similarity to the prompt (also with the prompt's own words removed, since drift often restates the prompt
+# >   and then leaves it), the share of words far from the prompt, the similarity to the steered latent's label
+# >   (negative weight) and repetition. Degenerate text (the paper's ≥ 5 identical words in a row, heavy n-gram
+# >   repetition, runs of symbols or code fences, highly compressible text, repeatedly doubled words such as
+# >   "be be processed"; `esr_analysis.metrics.fluency`) is capped at 5.
 # >
-# > The offline judge is being replaced by judge v2 (issue 10), which adds a degeneracy component and restart
-# > detection with precision; `make notebooks` re-executes these notebooks then. For numbers comparable to the
-# > paper, run with `judge="claude"` (needs `ANTHROPIC_API_KEY`).
+# > So it measures **topical relevance**, not whether the answer is correct or useful. Its known limits,
+# > measured once on a fresh held-out split: short steered fragments that echo the prompt and say nothing pass
+# > every fluency rule and can score high (held-out degenerate mean 24, target ≤ 10); restart recall is 0.75
+# > (acknowledgements outside its phrase list, such as "Okay, that was not helpful", are missed); and an
+# > ordinary apology that matches a strong phrase ("I apologize for any confusion, this part can be tricky")
+# > is cut. **Multi-attempt and ESR counts here count the restart phrases the judge recognises**, not recoveries
+# > a reader has confirmed: check the transcripts.
+# >
+# > The threshold search scores only fluent samples and drops a latent whose search never found fluent
+# > off-topic text (`search.fluency_gate`, `search.require_fluent_window`; `docs/method.md#calibration`).
+# > For numbers comparable to the paper, run with `judge="claude"` (needs `ANTHROPIC_API_KEY`).
 
 # %%
 import tempfile
@@ -80,8 +89,10 @@ print(report(result.run_dir, n_boot=500))
 # ## Fig. 4, embedded model
 # Mean first-attempt score, multi-attempt rate and ESR rate for the matched baseline (hatched) and each variant
 # (solid), with 95 % intervals. A variant that *raises the first-attempt score* made the model resist the push
-# from the start; one that raises the multi-attempt rate made it restart more often (or, with the offline judge,
-# made it use more restart-like words, such as the "steer back" wording the instruction itself suggests).
+# from the start, one that lowers it made the answer drift further (the judge scores a variant against the
+# augmented prompt, so read the transcripts before crediting or blaming the suffix); one that raises the multi-attempt rate made it restart more often (or, with the offline judge,
+# made it write more of the phrases the judge cuts at, such as "I'm drifting off topic" or "let me get back to
+# the question", which the instruction's own wording invites).
 
 # %%
 from esr_analysis.plotting import fig4_meta
@@ -133,8 +144,8 @@ print(transcripts_text(same.sort_values("condition", key=lambda s: s.map(order))
 
 # %% [markdown]
 # ## Reading the result
-# * Because the instruction itself talks about drifting and steering back, a model may echo restart-like words
-#   without recovering anything; the offline judge counts those as restarts. Check the transcripts before
-#   reading a higher multi-attempt rate as self-correction.
+# * Because the instruction itself talks about drifting and steering back, a model may echo restart phrases
+#   without recovering anything; the offline judge counts a strong phrase at a sentence start as a restart
+#   whatever follows it. Check the transcripts before reading a higher multi-attempt rate as self-correction.
 # * The ratio's interval is paired over latents (a latent drawn in a bootstrap replicate brings its baseline and
 #   variant trials together), which is the right comparison for matched arms.
