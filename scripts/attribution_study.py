@@ -8,7 +8,7 @@ Episodes are a JSON list or a JSONL file of objects ``{"prompt", "response", "co
 records are appended to ``<out>.records.jsonl`` as they finish, and episodes already there are skipped, so an
 interrupted run resumes. The summary records the command, versions and every choice. Usage::
 
-    python scripts/attribution_study.py EPISODES.jsonl --model qwen2.5-coder-0.5b-instruct-sc70 \\
+    python scripts/attribution_study.py EPISODES.jsonl --model qwen2.5-coder-0.5b-instruct-sc70v3 \\
         --sae shipped:qwen2.5-coder-0.5b-instruct-l12 --read-layer 12 \\
         --counterfactuals steering_off ontopic_span detectors_ablated [--remote] [--ig-steps 8]
 
@@ -30,12 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("episodes", help="JSON list or JSONL file of episodes")
-    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct-sc70", help="registered model or organism")
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct-sc70v3", help="registered model or organism")
     ap.add_argument("--sae", default=None, help="SAE source (load_sae); default: the model's")
     ap.add_argument("--read-layer", type=int, default=None, help="SAE read layer (default: the model spec's)")
     ap.add_argument("--counterfactuals", nargs="+", default=["steering_off", "ontopic_span", "detectors_ablated"])
     ap.add_argument("--summary-counterfactual", default="steering_off", help="the one the summary aggregates")
     ap.add_argument("--metric", default="restart", choices=("restart", "detectors"))
+    ap.add_argument("--detectors", default=None,
+                    help="detector latents for every episode (comma list or detector file), replacing the ones "
+                         "stored with the episodes; used by --metric detectors and the detectors_ablated "
+                         "counterfactual")
     ap.add_argument("--top-k", type=int, default=30, help="sites activation-patched one by one per episode")
     ap.add_argument("--ig-steps", type=int, default=0, help="integrated gradients steps (0: off)")
     ap.add_argument("--max-episodes", type=int, default=None)
@@ -46,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=None, help="default: data/results/attribution_<model>.json")
     args = ap.parse_args(argv)
 
+    from esr_analysis.errors import ConfigError
     from esr_analysis.files import atomic_write_json
     from esr_analysis.mechanisms.attribution.inputs import load_episodes
     from esr_analysis.mechanisms.attribution.study import STUDY_VERSION, aggregate, study_episode
@@ -81,6 +86,15 @@ def main(argv: list[str] | None = None) -> dict:
                 r = json.loads(line)
                 done[r["id"]] = r
     episodes = load_episodes(args.episodes)[: args.max_episodes]
+    if args.detectors:
+        from dataclasses import replace
+
+        from esr_analysis.mechanisms.study import read_latent_list
+
+        detectors = read_latent_list(args.detectors)
+        if not detectors:
+            raise ConfigError(f"--detectors {args.detectors!r} names no latent")
+        episodes = [replace(ep, detectors=detectors) for ep in episodes]
     remote = bool(args.remote)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -104,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "metric": args.metric, "counterfactuals": args.counterfactuals, "top_k": args.top_k,
                     "ig_steps": args.ig_steps, "seed": args.seed, "remote": remote, "chat": not args.no_chat,
                     "study_version": STUDY_VERSION, "episodes": str(args.episodes),
+                    "detectors": args.detectors or "as stored with the episodes",
                     "records": str(records_path)},
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None
                                                                                  else sys.argv[1:])]),

@@ -338,6 +338,16 @@ def test_study_script_writes_the_summary(tmp_path):
     assert len(records) == 3
     mod.main([str(eps), "--tiny", "--top-k", "6", "--out", str(out)])
     assert out.with_suffix(".records.jsonl").read_text().splitlines() == records
+    # --detectors replaces the stored detectors for every episode and is recorded; an empty list is refused
+    out2 = tmp_path / "attribution_tiny_detectors.json"
+    mod.main([str(eps), "--tiny", "--top-k", "4", "--metric", "detectors", "--detectors", "3,5,7",
+              "--counterfactuals", "steering_off", "detectors_ablated", "--out", str(out2)])
+    saved2 = json.loads(out2.read_text())
+    assert saved2["choices"]["detectors"] == "3,5,7" and saved2["choices"]["metric"] == "detectors"
+    recs2 = [json.loads(r) for r in out2.with_suffix(".records.jsonl").read_text().splitlines()]
+    assert len(recs2) == 3 and all("detectors_ablated" in json.dumps(r) for r in recs2)
+    with pytest.raises(ConfigError, match="names no latent"):
+        mod.main([str(eps), "--tiny", "--detectors", ",", "--out", str(tmp_path / "x.json")])
 
 
 def test_recovery_points_from_trial_episodes_round_trip_and_count_unclear(tmp_path):
