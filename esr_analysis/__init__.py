@@ -62,7 +62,7 @@ _API: dict[str, str] = {
     "load_run": "esr_analysis.store.read",
     "open_run": "esr_analysis.store.run",
     "summarize": "esr_analysis.metrics.summary",
-    "compare": "esr_analysis.metrics.summary",
+    "compare": "esr_analysis.metrics.comparison",
     "estimate": "esr_analysis.metrics.summary",
     "load_config": "esr_analysis.experiments.config",
     "run_pipeline": "esr_analysis.experiments.pipeline",

@@ -37,7 +37,10 @@ def test_step_batches_cover_every_example_once_per_epoch_in_a_seeded_order():
     assert step_batches(21, s) == steps != step_batches(21, LoraSettings(epochs=3, micro_batch=4, grad_accum=2))
 
 
-def test_masked_loss_equals_plain_torch_cross_entropy_on_trained_positions():
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2", "gemma3"])
+def test_masked_loss_equals_plain_torch_cross_entropy_on_trained_positions(arch):
+    """The loss reaches the decoder stack and unembedding through the component sites (Gemma 2's logit
+    soft-cap included) and equals the model's own full-logit cross-entropy on the trained positions."""
     import torch
     import torch.nn.functional as F
     from peft import get_peft_model
@@ -46,7 +49,7 @@ def test_masked_loss_equals_plain_torch_cross_entropy_on_trained_positions():
     from esr_analysis.models.tiny import tiny_hf_model
 
     torch.manual_seed(0)
-    model = get_peft_model(tiny_hf_model("llama"), lora_config(LoraSettings(r=4, dropout=0.0)))
+    model = get_peft_model(tiny_hf_model(arch), lora_config(LoraSettings(r=4, dropout=0.0)))
     rows = [TokenizedExample([5, 9, 11, 12, 40], [IGNORE_INDEX, IGNORE_INDEX, 11, 12, 40]),
             TokenizedExample([7, 8, 9], [IGNORE_INDEX, 8, IGNORE_INDEX])]
     ids, labels, mask = _collate(rows, pad_id=0)

@@ -166,6 +166,7 @@ def test_cli_discover_passes_every_discovery_option(tmp_path, monkeypatch, capsy
     import shlex
 
     import esr_analysis.mechanisms.detectors as detectors
+    import esr_analysis.models.loaded_specs as loaded_specs
     import esr_analysis.models.loading as loading
     import esr_analysis.models.registry as registry
     from esr_analysis.cli import main
@@ -174,7 +175,7 @@ def test_cli_discover_passes_every_discovery_option(tmp_path, monkeypatch, capsy
     from esr_analysis.models.tiny import TINY_HIDDEN, load_tiny
 
     model = load_tiny("llama")
-    tiny = registry.remembered_spec(model)
+    tiny = loaded_specs.remembered_spec(model)
     real_get_spec = registry.get_spec
     monkeypatch.setattr(registry, "get_spec", lambda name=None: tiny if name == tiny.name else real_get_spec(name))
     monkeypatch.setattr(loading, "load_model", lambda name, **kw: model)

@@ -6,13 +6,8 @@ from __future__ import annotations
 import ast
 import os
 
-from esr_analysis.tracing.ndif_local.instance import (
-    ACTOR_IMPORT_PATH,
-    SERVER_DIR,
-    LocalNdif,
-    keep_ray_logs,
-    ray_log_errors,
-)
+from esr_analysis.tracing.ndif_local.instance import ACTOR_IMPORT_PATH, SERVER_DIR, LocalNdif
+from esr_analysis.tracing.ndif_local.ray_logs import keep_ray_logs, ray_log_errors
 
 CONTROLLER_ERR = """\
 2026-12-03 13:40:01 INFO controller.py:300 -- deploying

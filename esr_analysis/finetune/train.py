@@ -145,14 +145,28 @@ def _collate(rows: Sequence[TokenizedExample], pad_id: int) -> tuple[Any, Any, A
 
 
 def _summed_loss(peft_model: Any, ids: Any, labels: Any, mask: Any) -> Any:
-    """Sum of next-token cross-entropies over positions whose next label is set; logits only there."""
+    """Sum of next-token cross-entropies over positions whose next label is set; logits only there.
+
+    The decoder stack and the unembedding are found by :func:`~esr_analysis.tracing.sites.find_sites` (so any
+    supported architecture trains); a final logit soft-cap in the config (Gemma 2) is applied as the model does.
+    """
+    import torch
     import torch.nn.functional as F
 
+    from esr_analysis.tracing.sites import find_sites
+
     inner = peft_model.get_base_model()
-    hidden = inner.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    sites = find_sites(inner)
+    body = inner.get_submodule(sites.body) if sites.body else inner
+    hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = inner.lm_head(hidden[:, :-1][keep])
+    logits = inner.get_submodule(sites.unembed)(hidden[:, :-1][keep])
+    config: Any = getattr(inner, "config", None)
+    text_config: Any = config.get_text_config() if hasattr(config, "get_text_config") else config
+    cap = getattr(text_config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
     return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
 
 

@@ -53,7 +53,8 @@ def discover_to_file(model: Any, sae: Any, out: str | Path, *, model_name: str, 
     With ``fallback_rule``, a ``rule`` that selects nothing is replaced by it (recorded as ``rule_fallback_from``).
     """
     from esr_analysis.experiments.prompts import load_prompts, resolve_prompt_path
-    from esr_analysis.mechanisms.detectors import RULES, detector_record, discover
+    from esr_analysis.mechanisms.detector_files import detector_record
+    from esr_analysis.mechanisms.detectors import RULES, discover
     from esr_analysis.mechanisms.null import latent_profile
     from esr_analysis.steering.sampling import SamplingSettings
 
@@ -139,7 +140,7 @@ def ablate_step(session: Any, run_dir: str | Path, detector_file: str | Path, *,
                 subset_seed: int = 0) -> Path:
     """Exp 3: the detectors of ``detector_file`` ablated on the exp 1 subset, into ``<run_dir>/exp3``."""
     from esr_analysis.mechanisms.ablation import run_ablation
-    from esr_analysis.mechanisms.detectors import read_detector_file
+    from esr_analysis.mechanisms.detector_files import read_detector_file
 
     det = read_detector_file(detector_file)
     trials = _subset(run_dir, n_trials, subset_seed)
@@ -154,7 +155,7 @@ def null_step(session: Any, run_dir: str | Path, detector_file: str | Path, *, n
     ``<run_dir>/exp10/sampler.json`` and returned. Its ``subset`` records ``n_subset_trials`` (trials replayed
     per set) and ``n_source_trials`` (the exp 1 pool they were drawn from), see :func:`subset_record`."""
     from esr_analysis.mechanisms.ablation import run_random_sets
-    from esr_analysis.mechanisms.detectors import read_detector_file
+    from esr_analysis.mechanisms.detector_files import read_detector_file
     from esr_analysis.mechanisms.null import matched_random_sets
 
     det = read_detector_file(detector_file)
@@ -176,7 +177,7 @@ def summarize_step(run_dir: str | Path, detector_file: str | Path, *, n_boot: in
     """The summary of exp 3 and exp 10 against their exp 1 partners (:func:`~esr_analysis.mechanisms.null.
     detector_summary`), with the subset, the sampler and ``command``; written to ``out`` when given."""
     from esr_analysis.mechanisms.ablation import load_paired, source_trials
-    from esr_analysis.mechanisms.detectors import read_detector_file
+    from esr_analysis.mechanisms.detector_files import read_detector_file
     from esr_analysis.mechanisms.null import detector_summary, reading
 
     rd = Path(run_dir)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from esr_analysis.metrics.comparison import ComparisonResult, compare, ratio, relative_reduction
 from esr_analysis.metrics.definitions import (
     DEGRADED_MIN_RUN,
     METRICS,
@@ -34,10 +35,8 @@ from esr_analysis.metrics.intervals import (
 )
 from esr_analysis.metrics.summary import (
     SUMMARY_COLUMNS,
-    ComparisonResult,
     MeanResult,
     RateResult,
-    compare,
     degraded_rate,
     esr_rate,
     estimate,
@@ -46,8 +45,6 @@ from esr_analysis.metrics.summary import (
     last_attempt_score,
     mean_improvement,
     multi_attempt_rate,
-    ratio,
-    relative_reduction,
     summarize,
 )
 from esr_analysis.metrics.trials import EXCLUSION_REASONS, ValidTrials, per_trial, prepare_trials, score_trial

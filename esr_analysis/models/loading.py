@@ -18,7 +18,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from esr_analysis.models.registry import ModelSpec, get_spec, remember_spec, remembered_spec
+from esr_analysis.models.loaded_specs import remember_spec, remembered_spec
+from esr_analysis.models.registry import ModelSpec, get_spec
 from esr_analysis.paths import hub_offline, model_configs_dir
 
 if TYPE_CHECKING:  # pragma: no cover

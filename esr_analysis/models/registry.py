@@ -16,16 +16,14 @@ Definitions
 * ``sae_source`` is ``"<sae-lens release>/<sae id>"`` (split at the first ``/``) or ``"shipped:<name>"``
   for an SAE shipped with this repository.
 
-The registry also remembers which spec a loaded model object belongs to (:func:`remember_spec`), so
-:func:`esr_analysis.models.loading.spec_of` can map a model back to its spec. Loading lives in
+Which spec a loaded model object belongs to is :mod:`esr_analysis.models.loaded_specs`; loading lives in
 :mod:`esr_analysis.models.loading`.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,8 +36,6 @@ __all__ = [
     "get_spec",
     "list_models",
     "register_spec",
-    "remember_spec",
-    "remembered_spec",
     "validate_layer",
 ]
 
@@ -372,32 +368,3 @@ def validate_layer(spec: ModelSpec | str, layer: int, *, what: str = "layer") ->
             f"valid: 0..{spec.n_layers - 1})"
         )
     return layer
-
-
-# --------------------------------------------------------------------------------------------------
-# which spec belongs to a loaded model object
-
-_MODEL_SPECS: dict[int, tuple[weakref.ref[Any], ModelSpec]] = {}
-
-
-def remember_spec(obj: Any, spec: ModelSpec) -> None:
-    """Record that the loaded object ``obj`` is model ``spec``, without keeping ``obj`` alive (keyed by identity;
-    nnsight objects proxy ``__eq__``/``__hash__``, so a WeakKeyDictionary is not safe)."""
-    key = id(obj)
-
-    def forget(_ref: Any, key: int = key) -> None:
-        _MODEL_SPECS.pop(key, None)
-
-    try:
-        ref = weakref.ref(obj, forget)
-    except TypeError:  # not weak-referenceable: skip rather than leak
-        return
-    _MODEL_SPECS[key] = (ref, spec)
-
-
-def remembered_spec(obj: Any) -> ModelSpec | None:
-    """The spec recorded for ``obj`` by :func:`remember_spec`, or ``None``."""
-    entry = _MODEL_SPECS.get(id(obj))
-    if entry is not None and entry[0]() is obj:
-        return entry[1]
-    return None

@@ -145,7 +145,8 @@ def load_tiny(arch: str = "llama", *, seed: int = 0, n_layers: int = 2) -> Any:
     The spec (``spec_of(model)``) is named ``tiny-<arch>``: ``n_layers`` blocks of width 64, default
     layers at ``n_layers // 2``, no SAE, repetition penalty 1.0, float32. For tests and notebooks.
     """
-    from esr_analysis.models.registry import ModelSpec, remember_spec
+    from esr_analysis.models.loaded_specs import remember_spec
+    from esr_analysis.models.registry import ModelSpec
     from esr_analysis.tracing.core import wrap_model
 
     hf = tiny_hf_model(arch, seed=seed, n_layers=n_layers)  # type: ignore[arg-type]

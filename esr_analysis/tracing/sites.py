@@ -105,6 +105,12 @@ class ModelSites:
         """
         return {"path": self.module_path(site), "kind": site.kind, "head": site.head, "n_heads": self.n_heads}
 
+    @property
+    def body(self) -> str:
+        """Dotted path of the decoder stack: the module holding ``layers`` and the final norm, whose output's
+        ``last_hidden_state`` is the final-normed residual stream (``""``: the model itself)."""
+        return self.layers.rpartition(".")[0]
+
     def layer_path(self, layer: int) -> str:
         """Dotted path of decoder layer ``layer``."""
         return f"{self.layers}.{layer}"
