@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latents", default=None, help="comma list of further latents to trace")
     ap.add_argument("--n-label", type=int, default=16, help="backtracking latents by label search")
     ap.add_argument("--n-corr", type=int, default=16, help="backtracking latents by correlation")
+    ap.add_argument("--corr-holdout", type=float, default=0.5,
+                    help="share of episodes held out from the correlation search and used to test its latents "
+                         "(0: select and test on all, recorded as circular)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the selection/test split")
     ap.add_argument("--max-attempts", type=int, default=None, help="2 = the paper's exactly-two-attempt episodes")
     ap.add_argument("--n-baseline", type=int, default=50)
     ap.add_argument("--baseline-min-score", type=float, default=50.0)
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                          detectors=read_latent_list(args.detectors), user_latents=read_latent_list(args.latents),
                          labels=labels, n_label=args.n_label, n_corr=args.n_corr, window=args.window,
                          conditions=[c for c in args.conditions.split(",") if c], batch_size=args.batch_size,
-                         remote=bool(args.remote))
+                         remote=bool(args.remote), corr_holdout=args.corr_holdout, seed=args.seed)
     out = args.out or DATA_DIR / "results" / f"anatomy_{model_name}.json"
     summary = {**result.summary, "model": model_name, "sae": sae_source,
                "runs": [str(p) for p in args.runs],

@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from esr_analysis.mechanisms.demo import write_demo_run
 from esr_analysis.mechanisms.episodes import episodes_from_runs
 from esr_analysis.mechanisms.plots import plot_aligned, plot_trace, smooth
-from esr_analysis.mechanisms.study import read_latent_list, run_anatomy
+from esr_analysis.mechanisms.study import read_latent_list, run_anatomy, selection_split
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +71,52 @@ def test_latent_lists_and_smoothing(tmp_path):
     f.write_text(json.dumps({"detectors": [{"latent": 4}, 9]}))
     assert read_latent_list(str(f)) == [4, 9]
     np.testing.assert_allclose(smooth(np.array([1.0, np.nan, 3.0]), 0.5), [1.0, 1.0, 2.0])
+
+
+def test_selection_split_is_seeded_disjoint_and_order_free():
+    ids = [f"e{i}" for i in range(10)]
+    sel, test = selection_split(ids, 0.5, seed=3)
+    assert len(test) == 5 and set(sel) | set(test) == set(ids) and not set(sel) & set(test)
+    assert selection_split(list(reversed(ids)), 0.5, seed=3) == (sel, test)
+    assert selection_split(ids, 0.5, seed=4) != (sel, test)
+    assert selection_split(ids, 0.0) == (sorted(ids), [])
+    assert len(selection_split(ids[:4], 0.1)[1]) == 2 and len(selection_split(ids[:4], 0.9)[1]) == 2
+    with pytest.raises(ValueError, match="need >= 4"):
+        selection_split(ids[:3], 0.5)
+    with pytest.raises(ValueError, match="distinct"):
+        selection_split(["a", "a", "b", "c"], 0.5)
+    with pytest.raises(ValueError, match="holdout"):
+        selection_split(ids, 1.0)
+
+
+def test_correlation_latents_are_chosen_on_one_part_and_tested_on_the_other(tiny_lm, tiny_sae, tmp_path,
+                                                                             monkeypatch):
+    """The correlation search sees only the selection episodes; the group's tests and aligned curve count only
+    the held-out ones, while the fixed groups use all six."""
+    from esr_analysis.mechanisms import traces
+
+    run = write_demo_run(tmp_path / "run", tiny_lm.tokenizer, model_name="tiny-llama", latent=4, layer=1,
+                         strength=2.5)
+    rec, base = episodes_from_runs([run])
+    seen: list[list[str]] = []
+    real = traces.correction_correlation
+
+    def spy(model, sae, episodes, bounds, **kw):
+        seen.append([e.episode_id for e in episodes])
+        return real(model, sae, episodes, bounds, **kw)
+
+    monkeypatch.setattr(traces, "correction_correlation", spy)
+    res = run_anatomy(tiny_lm, tiny_sae, rec, base, layer=1, detectors=[1, 2], n_corr=3, window=8,
+                      corr_holdout=0.5, seed=1, conditions=["off"])
+    sel = res.summary["backtracking_corr_selection"]
+    assert sel["n_select"] == 3 and sel["n_test"] == 3 and not sel["circular"]
+    assert [sorted(ids) for ids in seen] == [sorted(sel["select_episode_ids"])]
+    t = res.summary["tests"]["steering_off"]
+    assert t["backtracking_corr"]["before_gt_after"]["n"] + t["backtracking_corr"]["before_gt_after"][
+        "n_dropped"] == 3
+    assert t["detectors"]["before_gt_after"]["n"] == 6
+    assert res.aligned["steering_off"]["backtracking_corr"]["n"].max() == 3
+    assert res.aligned["steering_off"]["detectors"]["n"].max() == 6
+    circ = run_anatomy(tiny_lm, tiny_sae, rec, base, layer=1, n_corr=3, window=8, corr_holdout=0.0,
+                       conditions=["off"]).summary["backtracking_corr_selection"]
+    assert circ["circular"] and circ["n_select"] == circ["n_test"] == 6
