@@ -127,6 +127,10 @@ def _detector_parser(sub: Any) -> None:
         a.add_argument("--detectors", required=True, help="detector file (from `esr detectors discover`)")
         a.add_argument("--n-trials", type=int, help="seeded subset of exp 1 trials to replay (default all)")
         a.add_argument("--subset-seed", type=int, default=0)
+        if name == "ablate":
+            a.add_argument("--research-thresholds", action="store_true",
+                           help="search each latent's threshold again with the detectors ablated and replay at it "
+                                "(into <run>/exp3_researched; the summary reports it beside exp3)")
         if name == "null":
             a.add_argument("--n-sets", type=int, default=20)
             a.add_argument("--seed", type=int, default=0, help="sampler seed")
@@ -222,7 +226,7 @@ def _detectors(args: Any, argv: list[str] | None = None) -> int:
     session = study.session_for_run(args.run_dir, progress=not args.no_progress)
     if args.detector_command == "ablate":
         out = study.ablate_step(session, args.run_dir, args.detectors, n_trials=args.n_trials,
-                                subset_seed=args.subset_seed)
+                                subset_seed=args.subset_seed, research_thresholds=args.research_thresholds)
         print(f"detector ablation: {out}")
         return 0
     rep = study.null_step(session, args.run_dir, args.detectors, n_sets=args.n_sets, seed=args.seed,

@@ -149,6 +149,47 @@ def test_study_steps_end_to_end(exp1_run, tmp_path):
     assert (tmp_path / "fig5.png").stat().st_size > 10_000
 
 
+def test_thresholds_re_searched_under_ablation(exp1_run, tmp_path, monkeypatch):
+    """--research-thresholds: the search generates with the detectors ablated (and keys its cache by them), the
+    replay uses the new strength per latent with the source strength recorded, and the summary reports the
+    re-searched ablation against the same source trials."""
+    from esr_analysis.experiments import calibration
+    from esr_analysis.mechanisms import detector_study as study
+
+    s, rd = exp1_run
+    det_file = tmp_path / "det.json"
+    det_file.write_text(json.dumps({"off_topic_detectors": [7, 11, 40]}))
+    assert calibration.threshold_key(s, 3) != calibration.threshold_key(s, 3, [40, 7, 11])
+    assert calibration.threshold_key(s, 3, [7, 11, 40]) == calibration.threshold_key(s, 3, [40, 11, 7])
+    seen: list = []
+    real = s.generate
+
+    def spy(prompts, interventions, seeds, settings):
+        seen.extend(interventions)
+        return real(prompts, interventions, seeds, settings)
+
+    monkeypatch.setattr(s, "generate", spy)
+    out = study.ablate_step(s, rd, det_file, n_trials=5, subset_seed=3, research_thresholds=True)
+    assert out == rd / study.RESEARCHED_DIR
+    thr = json.loads((out / "thresholds_under_ablation.json").read_text())["latents"]
+    replayed = load_paired(out)
+    src = {t.trial_id: t for t in source_trials(rd / "exp1")}
+    assert len(replayed) == 5
+    for t in replayed:
+        b = src[t.meta["source_trial"]]
+        assert t.boost == pytest.approx(thr[str(t.latent)]["under_ablation"])
+        assert t.meta["source_boost"] == pytest.approx(b.boost) == pytest.approx(thr[str(t.latent)]["source"])
+        assert (t.prompt, t.seed) == (b.prompt, b.seed)
+    searched = [ivs for ivs in seen if len(ivs) == 2]
+    assert searched and all(ivs[1].kind == "ablate_latents" and ivs[1].latents == (7, 11, 40) for ivs in searched)
+    assert not (rd / "exp3").exists()  # the paired ablation at the source strengths is a separate run
+    study.ablate_step(s, rd, det_file, n_trials=5, subset_seed=3)
+    summ = study.summarize_step(rd, det_file, n_boot=50)
+    res = summ["researched_thresholds"]
+    assert res["baseline"]["n"] == res["detector_ablation"]["n"] == 5 and len(res["difference_ci"]) == 2
+    assert set(res["thresholds"]["latents"]) == {str(t.latent) for t in replayed}
+
+
 def test_cli_errors_exit_2_before_loading(tmp_path, capsys):
     from esr_analysis.cli import main
 

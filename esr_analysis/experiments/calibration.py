@@ -22,6 +22,10 @@ rubric hash, sampling settings of the search, chat formatting, prompt-set conten
 except those in :data:`THRESHOLD_KEY_IGNORES`, which cannot change what the search generates or how it is
 graded. A new config field is therefore keyed unless it is added there with its reason.
 Each entry holds the threshold, the achieved score (if measured) and the whole search history.
+
+**Under ablation** (``ablate=``, exp 3's optional re-search): every generation of the search also clamps the
+given SAE latents to 0 at the steering layer over the config's scope (as the paired replay does); the ablated
+set is part of the key, and a search without ablation keeps its key.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import json
 import logging
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +86,9 @@ THRESHOLD_KEY_IGNORES: dict[str, str] = {
 """Top-level config fields the threshold key leaves out, each with the reason it cannot change a threshold."""
 
 
-def threshold_key(session: Any, latent: int) -> str:
-    """The cache key of ``latent``'s threshold in ``session`` (see module docstring)."""
+def threshold_key(session: Any, latent: int, ablate: Sequence[int] = ()) -> str:
+    """The cache key of ``latent``'s threshold in ``session``, searched with ``ablate`` ablated (see module
+    docstring)."""
     c = session.config
     fields = {k: v for k, v in c.model_dump(mode="json").items() if k not in THRESHOLD_KEY_IGNORES}
     fields["search"].pop("measure_achieved", None)  # adds a measurement, changes no threshold
@@ -93,6 +99,8 @@ def threshold_key(session: Any, latent: int) -> str:
                "settings": session.settings(c.search.max_new_tokens).model_dump(mode="json"),
                "chat": session.chat_options(), "config": fields,
                "prompts": hashlib.sha256("\n".join(session.prompts).encode()).hexdigest()}
+    if ablate:
+        payload["ablate"] = sorted({int(i) for i in ablate})
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -141,14 +149,24 @@ def _step_score(scores: list[float | None], degenerate: list[bool], *, gate: boo
     return None, "no usable grade; posterior unchanged"
 
 
-def calibrate(session: Any, latents: list[int], *, cache: ThresholdCache | None = None) -> dict[int, ThresholdResult]:
-    """Calibrate ``latents`` (batched; see the module docstring). Returns ``{latent: ThresholdResult}``."""
+def calibrate(session: Any, latents: list[int], *, cache: ThresholdCache | None = None,
+              ablate: Sequence[int] = ()) -> dict[int, ThresholdResult]:
+    """Calibrate ``latents`` (batched; see the module docstring), with the latents of ``ablate`` clamped to 0
+    at the steering layer in every generation when given. Returns ``{latent: ThresholdResult}``."""
     c = session.config
     s = c.search
     if s.samples_per_step > len(session.prompts):
         raise ValueError(f"samples_per_step={s.samples_per_step} exceeds the {len(session.prompts)} prompts")
+    extra: list[Any] = []
+    if ablate:
+        from esr_analysis.sae.sliced import check_latents
+        from esr_analysis.steering.interventions import AblateLatents
+
+        check_latents(session.sae, [int(i) for i in ablate])
+        extra = [AblateLatents(latents=tuple(sorted({int(i) for i in ablate})), layer=session.steer_layer,
+                               scope=session.config.scope)]
     results: dict[int, ThresholdResult] = {}
-    keys = {lat: threshold_key(session, lat) if cache is not None else "" for lat in latents}
+    keys = {lat: threshold_key(session, lat, ablate) if cache is not None else "" for lat in latents}
     todo = []
     for lat in latents:
         hit = cache.get(keys[lat]) if cache is not None else None
@@ -173,7 +191,7 @@ def calibrate(session: Any, latents: list[int], *, cache: ThresholdCache | None 
             x = searches[lat].median()
             for p in rngs[lat].sample(session.prompts, s.samples_per_step):
                 rows.append((lat, p, x, rngs[lat].randrange(1_000_000)))
-        gens = session.generate([r[1] for r in rows], [[session.steer(r[0], r[2])] for r in rows],
+        gens = session.generate([r[1] for r in rows], [[session.steer(r[0], r[2]), *extra] for r in rows],
                                 [r[3] for r in rows], settings)
         grades = session.grade([r[1] for r in rows], [g.text for g in gens], [session.label(r[0]) for r in rows])
         per: dict[int, list[float | None]] = {lat: [] for lat in todo}
@@ -193,7 +211,7 @@ def calibrate(session: Any, latents: list[int], *, cache: ThresholdCache | None 
     if s.measure_achieved:
         rows2 = [(lat, rngs[lat].choice(session.prompts), searches[lat].estimate(2), rngs[lat].randrange(1_000_000))
                  for lat in todo]
-        gens = session.generate([r[1] for r in rows2], [[session.steer(r[0], r[2])] for r in rows2],
+        gens = session.generate([r[1] for r in rows2], [[session.steer(r[0], r[2]), *extra] for r in rows2],
                                 [r[3] for r in rows2], settings)
         grades = session.grade([r[1] for r in rows2], [g.text for g in gens], [session.label(r[0]) for r in rows2])
         for r, g, gr in zip(rows2, gens, grades, strict=True):

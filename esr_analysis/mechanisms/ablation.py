@@ -11,6 +11,11 @@ the session's judge with the same label. The replayed trial records its source i
 skipped by content key, and the manifest records the ablated latents and a hash of the source trial ids, so a
 run directory can never mix two sets or two subsets.
 
+**Re-searched thresholds** (optional): the paired replay keeps each source trial's strength; with
+``boosts`` (a threshold per latent, e.g. searched again with the detectors ablated,
+:func:`~esr_analysis.experiments.calibration.calibrate` with ``ablate=``) each replay uses its latent's new
+strength instead, and records the source strength in ``meta["source_boost"]``.
+
 **Subset.** :func:`baseline_subset` draws a fixed, seeded subset of the source trials (the same for the detector
 ablation and every random set), for machines where replaying every trial once per set is too slow.
 """
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,30 +93,42 @@ def check_replay(session: Any, trials: Sequence[Any], latents: Sequence[int]) ->
 
 
 def paired_specs(trials: Sequence[Any], latents: Sequence[int], condition: str,
-                 key_extra: dict[str, Any] | None = None) -> list[Any]:
+                 key_extra: dict[str, Any] | None = None, boosts: Mapping[int, float] | None = None) -> list[Any]:
     """One :class:`~esr_analysis.experiments.trials.TrialSpec` per source trial: same prompt, latent, strength
-    and seed, ``latents`` ablated, the source trial id in ``key_extra`` and ``meta``."""
+    (``boosts[latent]`` instead when given) and seed, ``latents`` ablated, the source trial id in ``key_extra``
+    and ``meta``."""
     from esr_analysis.experiments.trials import TrialSpec
 
     abl = tuple(sorted({int(i) for i in latents}))
-    return [TrialSpec(prompt=t.prompt, latent=t.latent, boost=float(t.boost), seed=int(t.seed), condition=condition,
-                      base_prompt=(t.meta or {}).get("base_prompt"),
+    if boosts is not None:
+        missing = sorted({t.latent for t in trials} - set(boosts))
+        if missing:
+            raise ValueError(f"no re-searched strength for latents {missing}")
+    return [TrialSpec(prompt=t.prompt, latent=t.latent,
+                      boost=float(t.boost if boosts is None else boosts[t.latent]), seed=int(t.seed),
+                      condition=condition, base_prompt=(t.meta or {}).get("base_prompt"),
                       key_extra={**(key_extra or {}), "source_trial": t.trial_id},
-                      meta={"source_trial": t.trial_id, "source_experiment": t.experiment}, ablate=abl)
+                      meta={"source_trial": t.trial_id, "source_experiment": t.experiment,
+                            **({"source_boost": float(t.boost)} if boosts is not None else {})}, ablate=abl)
             for t in trials]
 
 
 def run_ablation(session: Any, run_dir: str | Path, trials: Sequence[Any], latents: Sequence[int], *,
                  experiment: str = DETECTOR_EXPERIMENT, condition: str = "detector_ablation",
-                 key_extra: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Replay ``trials`` with ``latents`` ablated into the store run ``run_dir`` (created or resumed)."""
+                 key_extra: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                 boosts: Mapping[int, float] | None = None) -> Path:
+    """Replay ``trials`` with ``latents`` ablated into the store run ``run_dir`` (created or resumed), at the
+    source strengths or at ``boosts`` (per latent) when given."""
     from esr_analysis.experiments.trials import run_trials
 
     check_replay(session, trials, latents)
     abl = sorted({int(i) for i in latents})
+    specs = paired_specs(trials, abl, condition, key_extra, boosts)
     info = {"ablated_latents": abl, "num_ablated_latents": len(abl), "n_source_trials": len(trials),
-            "source_subset": subset_hash(trials), **(extra or {})}
-    return run_trials(session, run_dir, experiment, paired_specs(trials, abl, condition, key_extra), extra=info)
+            "source_subset": subset_hash(trials),
+            "strengths": "source" if boosts is None else {str(k): float(v) for k, v in sorted(boosts.items())},
+            **(extra or {})}
+    return run_trials(session, run_dir, experiment, specs, extra=info)
 
 
 def run_random_sets(session: Any, root: str | Path, trials: Sequence[Any], sets: Sequence[Sequence[int]], *,

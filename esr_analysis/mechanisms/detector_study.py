@@ -136,16 +136,43 @@ def subset_record(subset: dict[str, Any] | None, *, pool_size: int | None = None
     return out
 
 
+RESEARCHED_DIR = "exp3_researched"
+"""Where the detector ablation at thresholds re-searched under ablation goes (beside ``exp3``)."""
+
+
 def ablate_step(session: Any, run_dir: str | Path, detector_file: str | Path, *, n_trials: int | None = None,
-                subset_seed: int = 0) -> Path:
-    """Exp 3: the detectors of ``detector_file`` ablated on the exp 1 subset, into ``<run_dir>/exp3``."""
+                subset_seed: int = 0, research_thresholds: bool = False) -> Path:
+    """Exp 3: the detectors of ``detector_file`` ablated on the exp 1 subset, into ``<run_dir>/exp3``.
+
+    ``research_thresholds``: first search every replayed latent's threshold again with the detectors ablated
+    (the session's search settings; cached like any search), then replay at those strengths into
+    ``<run_dir>/exp3_researched``; ``thresholds_under_ablation.json`` there records old and new thresholds."""
     from esr_analysis.mechanisms.ablation import run_ablation
     from esr_analysis.mechanisms.detector_files import read_detector_file
 
     det = read_detector_file(detector_file)
     trials = _subset(run_dir, n_trials, subset_seed)
-    return run_ablation(session, Path(run_dir) / "exp3", trials, det.latents,
-                        extra={"rule": det.rule, "subset": {"n": n_trials, "seed": subset_seed}})
+    extra = {"rule": det.rule, "subset": {"n": n_trials, "seed": subset_seed}}
+    if not research_thresholds:
+        return run_ablation(session, Path(run_dir) / "exp3", trials, det.latents, extra=extra)
+    from esr_analysis.experiments.calibration import ThresholdCache, calibrate
+    from esr_analysis.mechanisms.ablation import check_replay
+
+    check_replay(session, trials, det.latents)
+    latents = sorted({int(t.latent) for t in trials})
+    gen_cache = getattr(session, "gen_cache", None)  # thresholds live beside the session's generation cache
+    cache = ThresholdCache(gen_cache.directory.parent / "thresholds") if gen_cache is not None else None
+    found = calibrate(session, latents, cache=cache, ablate=det.latents)
+    boosts = {lat: float(found[lat].threshold) for lat in latents}
+    source = {int(t.latent): float(t.boost) for t in trials}
+    out = Path(run_dir) / RESEARCHED_DIR
+    path = run_ablation(session, out, trials, det.latents, extra={**extra, "thresholds": "re-searched under ablation"},
+                        boosts=boosts)
+    atomic_write_json(out / "thresholds_under_ablation.json",
+                      {"detectors": list(det.latents),
+                       "latents": {str(lat): {"source": source[lat], "under_ablation": boosts[lat],
+                                              "fluent_window": found[lat].fluent_window} for lat in latents}})
+    return path
 
 
 def null_step(session: Any, run_dir: str | Path, detector_file: str | Path, *, n_sets: int = 20, seed: int = 0,
@@ -199,6 +226,30 @@ def summarize_step(run_dir: str | Path, detector_file: str | Path, *, n_boot: in
         "n_boot": n_boot, "bootstrap_seed": seed, "run": rd.name, "command": command,
     })
     summary["reading"] = reading(summary)
+    researched = rd / RESEARCHED_DIR
+    if (researched / "trials.jsonl").is_file():
+        summary["researched_thresholds"] = researched_summary(pool, load_paired(researched), n_boot=n_boot,
+                                                              seed=seed, thresholds_file=researched
+                                                              / "thresholds_under_ablation.json")
     if out is not None:
         atomic_write_json(out, summary, indent=1)
     return summary
+
+
+def researched_summary(pool: Any, researched: Any, *, n_boot: int, seed: int, thresholds_file: Path
+                       ) -> dict[str, Any]:
+    """The detector ablation at re-searched thresholds against its source trials: ``M`` of both, the paired
+    multi-attempt and ESR differences with their bootstrap intervals (clustered by latent), and the thresholds.
+    The random null stays at the source thresholds, so it is not compared here."""
+    from esr_analysis.mechanisms.null import condition_metrics, paired_arms, paired_difference
+
+    used = {(t.meta or {}).get("source_trial") for t in researched}
+    base = [t for t in pool if t.trial_id in used]
+    _, (pairs,) = paired_arms(base, [researched])
+    ma, ma_ci = paired_difference(pairs, "multi_attempt_rate", n_boot=n_boot, seed=seed)
+    es, es_ci = paired_difference(pairs, "esr_rate", n_boot=n_boot, seed=seed)
+    return {"baseline": condition_metrics(base), "detector_ablation": condition_metrics(researched),
+            "difference": ma, "difference_ci": ma_ci, "esr_difference": es, "esr_difference_ci": es_ci,
+            "thresholds": json.loads(thresholds_file.read_text()) if thresholds_file.is_file() else None,
+            "note": "detectors ablated at thresholds searched again under ablation; the random null stays at the "
+                    "source thresholds and is not compared"}
