@@ -26,9 +26,17 @@
 # missing positions masked (NaN, never zeros), region means and paired tests against a baseline of plain
 # on-topic answers (`esr_analysis.mechanisms`, `scripts/anatomy_study.py`).
 #
+# Two things make this study honest, and both are in the code rather than in the reader's care: the correction
+# boundaries are placed from the text alone (never from the activations being measured), and the latents found
+# *by correlation with the correction* are chosen on one half of the episodes and measured on the other, since
+# measuring them on the episodes that picked them would find what they were picked for. Everything here is
+# correlational: the causal checks are notebook 07 (ablating the detectors) and notebook 09 (patching components).
+#
 # **Parameters** (next cell): `SMALL` (env `ESR_SMALL=1`: a tiny random model and a *scripted* run of six
 # recoveries, a smoke run whose numbers mean nothing) and `REMOTE` (env `ESR_REMOTE=1`: trace on NDIF). The full
-# setting reads the organism's exp 1 run made by `scripts/evaluate_organism.py` (`RUN` below).
+# setting reads the organism's three exp 1 runs (the evaluation on the ESR and the held-out prompts, and the
+# episode harvest, `docs/mechanisms.md#episodes`) and repeats `scripts/anatomy_study.py` with its defaults, so
+# its numbers can be checked against the committed `data/results/anatomy_<model>.json` at the end.
 
 # %% tags=["parameters"]
 import os
@@ -38,10 +46,15 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # trace on NDIF (needs NDIF_A
 MODEL = "qwen2.5-coder-0.5b-instruct-sc70v3"  # models.organisms.DEFAULT_ORGANISM
 from esr_analysis.paths import DATA_DIR
 
-RUN = str(DATA_DIR.parent / f"runs/organism-eval-v3/{MODEL}/organism/exp1")  # made by `make organism-eval`
-DETECTORS = os.environ.get("ESR_DETECTORS", str(DATA_DIR / "detectors" / f"{MODEL}.json"))  # list or file
+ROOT = DATA_DIR.parent
+RUNS = [str(ROOT / r) for r in (f"runs/organism-eval-v3/{MODEL}/organism/exp1",  # `make organism-eval`
+                                 f"runs/organism-eval-v3/{MODEL}/organism_heldout/exp1",
+                                 f"runs/organism-episodes/{MODEL}/exp1")]  # scripts/organism_episodes.py
+DETECTORS = os.environ.get("ESR_DETECTORS", str(DATA_DIR / "detectors" / f"{MODEL}-ranked26.json"))
 USER_LATENTS: list[int] = []
-WINDOW = 12 if SMALL else 60
+WINDOW = 12 if SMALL else 150
+N_LABEL, N_CORR = (8, 4) if SMALL else (16, 16)
+CORR_HOLDOUT = 0.5  # share of episodes that test the correlation-found latents (never used to find them)
 
 # %% [markdown]
 # ## Load the model, the SAE and the episodes
@@ -63,8 +76,8 @@ if SMALL:
     model = load_tiny("llama")
     sae = random_sae(TINY_HIDDEN, 96, 1)
     LAYER = 1
-    RUN = str(write_demo_run(tempfile.mkdtemp() + "/demo", model.tokenizer, model_name="tiny-llama", latent=4,
-                             layer=LAYER, strength=2.5, sae_source="random:96:1"))
+    RUNS = [str(write_demo_run(tempfile.mkdtemp() + "/demo", model.tokenizer, model_name="tiny-llama", latent=4,
+                               layer=LAYER, strength=2.5, sae_source="random:96:1"))]
     labels = {9: "self-correction, apologies", 11: "cooking"}
     detectors = [1, 2, 3]
 else:
@@ -73,14 +86,18 @@ else:
     from esr_analysis.sae.labels import labels_for
     from esr_analysis.sae.loading import load_sae
 
+    missing = [r for r in RUNS if not os.path.isdir(r)]
+    if missing:
+        raise FileNotFoundError(f"missing runs {missing}: make them with the commands in docs/mechanisms.md#episodes")
     spec = get_spec(MODEL)
     model = load_remote_model(MODEL) if REMOTE else load_model(MODEL)
     sae = load_sae(spec.sae_source)
     LAYER = spec.read_layer
     labels = labels_for(spec.sae_source)
     detectors = read_latent_list(DETECTORS)
-recoveries, baseline = episodes_from_runs([RUN])
-print(f"{len(recoveries)} recoveries, {len(baseline)} baseline episodes from {os.path.basename(RUN)}")
+recoveries, baseline = episodes_from_runs(RUNS)
+print(f"{len(recoveries)} recoveries, {len(baseline)} baseline episodes from {len(RUNS)} run(s); "
+      f"{len(detectors)} detectors")
 
 # %% [markdown]
 # A recovery as the judge saw it (attempts and scores):
@@ -89,7 +106,7 @@ print(f"{len(recoveries)} recoveries, {len(baseline)} baseline episodes from {os
 from esr_analysis.experiments.transcripts import pick_transcripts, transcripts_text
 from esr_analysis.store.read import load_run
 
-print(transcripts_text(pick_transcripts(load_run(RUN), n=1, kinds=["esr"]), max_chars=500))
+print(transcripts_text(pick_transcripts(load_run(RUNS[0]), n=1, kinds=["esr"]), max_chars=500))
 
 # %% [markdown]
 # ## Annotate, find backtracking latents, trace (steering on and off), align and test
@@ -98,9 +115,12 @@ print(transcripts_text(pick_transcripts(load_run(RUN), n=1, kinds=["esr"]), max_
 from esr_analysis.mechanisms.study import run_anatomy
 
 res = run_anatomy(model, sae, recoveries, baseline, layer=LAYER, detectors=detectors, user_latents=USER_LATENTS,
-                  labels=labels, n_label=8, n_corr=4 if SMALL else 8, window=WINDOW, remote=REMOTE)
+                  labels=labels, n_label=N_LABEL, n_corr=N_CORR, window=WINDOW, remote=REMOTE,
+                  corr_holdout=CORR_HOLDOUT)
 s = res.summary
-print(f"{s['n_episodes']} episodes with valid boundaries ({s['n_unclear']} unclear), {s['n_baseline']} baseline")
+sel = s["backtracking_corr_selection"]
+print(f"{s['n_episodes']} episodes with valid boundaries ({s['n_unclear']} unclear), {s['n_baseline']} baseline; "
+      f"correlation latents chosen on {sel['n_select']} episodes, measured on the other {sel['n_test']}")
 for name, lats in s["groups"].items():
     print(f"  {name:20s} {lats}")
 e, b = res.recoveries[0], res.boundaries[0]
@@ -139,3 +159,25 @@ for key in ("steering_off", "steering_on"):
         print(f"  {g:20s} before {fmt(m['before'])} during {fmt(m['during'])} after {fmt(m['after'])} "
               f"baseline {fmt(m['baseline'])} | before>after p={'n/a' if p is None else f'{p:.3g}'} "
               f"(n={t['before_gt_after']['n']})")
+
+# %% [markdown]
+# ## The same numbers as the committed study
+#
+# The full setting above is `scripts/anatomy_study.py` with its defaults on the same runs, so its summary should
+# equal the committed `data/results/anatomy_<model>.json` (which `docs/mechanisms.md` quotes) up to float noise.
+
+# %%
+import json
+import math
+
+if SMALL:
+    print("SMALL: a smoke run on a scripted tiny run; there is no committed result to compare with")
+else:
+    committed = json.loads((DATA_DIR / "results" / f"anatomy_{MODEL}.json").read_text())
+    for key in ("n_episodes", "n_baseline", "n_unclear"):
+        print(f"{key:11s} notebook {s[key]:4d}   committed {committed[key]:4d}")
+    gaps = [abs(s["region_means"][c][g][r] - committed["region_means"][c][g][r])
+            for c in ("steering_off", "steering_on") for g in groups if g in committed["region_means"][c]
+            for r in ("before", "during", "after", "baseline")
+            if s["region_means"][c][g][r] is not None and committed["region_means"][c][g][r] is not None]
+    print(f"largest difference over {len(gaps)} region means: {max(gaps) if gaps else math.nan:.2e}")

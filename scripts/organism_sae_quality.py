@@ -17,8 +17,8 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc70")
-    ap.add_argument("--runs", type=Path, default=Path("runs") / "organism-eval-v2")
+    ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc70v3")
+    ap.add_argument("--runs", type=Path, default=Path("runs") / "organism-eval-v3")
     ap.add_argument("--windows", type=int, default=32)
     ap.add_argument("--window", type=int, default=96)
     args = ap.parse_args(argv)
