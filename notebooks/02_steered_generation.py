@@ -60,7 +60,7 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (need
 # > For numbers comparable to the paper, run with `judge="claude"` (needs `ANTHROPIC_API_KEY`).
 
 # %%
-from esr_analysis.experiments.session import notebook_session
+from esr_analysis.experiments.notebook import notebook_session
 
 session = notebook_session(SMALL, remote=REMOTE, progress=False)
 print("model:", session.model_id.get("name"), "| SAE:", session.sae_source, "| steer layer:", session.steer_layer,

@@ -65,9 +65,9 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (need
 # %%
 import tempfile
 
+from esr_analysis.experiments.notebook import notebook_session
 from esr_analysis.experiments.pipeline import run_pipeline
 from esr_analysis.experiments.report import report
-from esr_analysis.experiments.session import notebook_session
 
 overrides = {"experiments": ["exp2"]}
 if not SMALL:

@@ -66,9 +66,9 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (need
 import tempfile
 
 from esr_analysis.experiments.metaprompt import META_VARIANTS
+from esr_analysis.experiments.notebook import notebook_session
 from esr_analysis.experiments.pipeline import run_pipeline
 from esr_analysis.experiments.report import report
-from esr_analysis.experiments.session import notebook_session
 
 variants = ["self_monitor"] if SMALL else ["self_monitor", "ignore_latent_label"]
 for v in variants:

@@ -63,8 +63,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from esr_analysis.experiments.notebook import notebook_session
 from esr_analysis.experiments.pipeline import run_pipeline
-from esr_analysis.experiments.session import notebook_session
 from esr_analysis.mechanisms import detector_study as study
 from esr_analysis.paths import DATA_DIR
 
