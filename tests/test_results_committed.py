@@ -90,6 +90,13 @@ def test_organism_anatomy_summary():
 @pytest.mark.parametrize("path", sorted(RESULTS.glob("attribution_*.json")), ids=lambda p: p.name)
 def test_attribution_summaries_have_the_issue_schema(path):
     d = json.loads(path.read_text(encoding="utf-8"))
+    if path.name.endswith("_detectors_null.json"):  # the matched control of the detectors-ablated counterfactual
+        assert d["n_episodes"] == len(d["rows"]) >= 20 and d["n_random_sets"] == len(d["random_sets"]) >= 20
+        assert all(len(s) == len(d["detectors"]) for s in d["random_sets"])
+        _interval(d["detector_effect"])
+        _interval(d["difference_vs_random"])
+        assert 0.0 <= d["detector_percentile"] <= 100.0
+        return
     if "top_components" not in d:  # the base-vs-organism comparison has its own schema
         assert d["n_episodes"] >= 20 and d["models"]
         return
