@@ -109,6 +109,11 @@ from esr_analysis.store.read import load_run
 print(transcripts_text(pick_transcripts(load_run(RUNS[0]), n=1, kinds=["esr"]), max_chars=500))
 
 # %% [markdown]
+# The transcript is the first ESR episode of the evaluation run, picked by rule rather than for looks. Many of
+# the organism's recoveries are this rough: it notices the drift ("WAIT! THAT WAS OFF-topic") more reliably than
+# it returns to a good answer, which is why its ESR rate (last attempt higher) is about half its multi-attempt
+# rate (`docs/organism.md`).
+#
 # ## Annotate, find backtracking latents, trace (steering on and off), align and test
 
 # %%
@@ -128,6 +133,11 @@ print(f"\noff-topic : {e.response[b.off_topic:b.correction]!r}\ncorrection: {e.r
       f"\non-topic  : {e.response[b.on_topic:]!r}")
 
 # %% [markdown]
+# The offline annotator places the boundaries from the judge's attempt split and restart phrases only. In the
+# first episode the answer already opens with a restart phrase and the annotator takes the *second* one as the
+# correction: the boundaries are a text-level reading, and a few are debatable (4 of 54 were unclear and are
+# left out).
+#
 # ## One episode, token by token (Fig. 6 style; regions from its own boundaries)
 
 # %%
@@ -161,6 +171,21 @@ for key in ("steering_off", "steering_on"):
               f"(n={t['before_gt_after']['n']})")
 
 # %% [markdown]
+# **What this shows** (full setting; the numbers are in the table above and in
+# `data/results/anatomy_<model>.json`, p-values uncorrected):
+#
+# * The 26 ranked **off-topic detectors** are more active in the drifted stretch than in plain on-topic answers
+#   and fall as the correction starts (steering off: before 0.080, during 0.061, baseline answers 0.054). They
+#   were found on held-out discovery prompts, so this is an out-of-sample sign that they track drift. With the
+#   steering on the pattern holds more weakly.
+# * The three latents labelled "wrong / incorrect" are higher before the correction than after it in both
+#   replays (p ≈ 0.002–0.005): a "something is wrong" signal that precedes the restart.
+# * The latents found by correlation peak at the correction on the 25 episodes that did not choose them
+#   (0.93 during vs 0.32 before): the effect replicates out of sample, though it names what fires on
+#   acknowledgement tokens rather than a cause.
+# * None of this is causal. Notebook 09 patches components, and ablating the detectors moves the restart logit
+#   difference only as much as the most effective matched random sets (`docs/mechanisms.md`).
+#
 # ## The same numbers as the committed study
 #
 # The full setting above is `scripts/anatomy_study.py` with its defaults on the same runs, so its summary should
