@@ -140,9 +140,13 @@ def _detector_parser(sub: Any) -> None:
         a.add_argument("--no-progress", action="store_true")
 
 
-SIDE_BY_SIDE_OVERRIDES = ["search.require_fluent_window=false"]
-"""The demo's side-by-side keeps every latent for both models: the organism resists at the base model's
-strengths, so its own search often sees no fluent off-topic sample, and the rule would drop its latents."""
+SIDE_BY_SIDE_OVERRIDES = ["max_new_tokens=128", "search.max_new_tokens=64", "selection.n_latents=10",
+                          "search.require_fluent_window=true"]
+"""What the demo's side-by-side changes in ``embedded-demo``: 128 new tokens per trial (the organism needs about
+that many to drift and come back; at 64 it showed no recovery), the search at half that length (as the paper
+and ``make organism-eval`` do), and 10 candidate latents of which those with no fluent off-topic window on the
+base model are dropped (the rule applies to the first model only, so both models run the same latents:
+:func:`esr_analysis.experiments.side_by_side.run_side_by_side`). ``--set`` overrides come after these."""
 
 
 def _demo_side_by_side(args: Any) -> int:
@@ -173,7 +177,7 @@ def _demo_side_by_side(args: Any) -> int:
 
         Path("figures").mkdir(exist_ok=True)
         print(f"figure: {shutil.copy(res.figure, Path('figures') / res.figure.name)}")
-    print(DEMO_NOTE)
+    print(SIDE_BY_SIDE_NOTE)
     return 0
 
 
@@ -253,6 +257,10 @@ def _regrade(args: Any) -> int:
     print(f"wrote {args.dst}")
     return 0
 
+
+SIDE_BY_SIDE_NOTE = ("note: the side-by-side demo runs the base model's latents with a fluent off-topic window (of "
+                     "10 candidates) x 3 prompts at 128 new tokens, a few minutes per model; the full-size "
+                     "evaluation of the organism is `make organism-eval` (docs/organism.md)")
 
 DEMO_NOTE = ("note: the demo is a small run (6 latents x 3 prompts, 64 new tokens per trial), too short for much "
              "recovery; the full-size embedded run is `esr run embedded-full` (30 latents x 5 prompts, 128 tokens; "

@@ -56,3 +56,21 @@ def test_side_by_side_refuses_bad_model_lists_before_compute(tmp_path):
     with pytest.raises(ValueError, match="unknown model"):
         run_side_by_side("embedded-demo", ["tiny-llama", "no-such-model"], root=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_only_the_first_model_applies_the_fluent_window_rule(tmp_path, tiny_sae):
+    """With the rule on, the first model's selection decides the latents; the later models run every one of them
+    (their own search may see no fluent sample), so the arms stay matched."""
+    from esr_analysis.experiments.side_by_side import run_side_by_side
+    seen = []
+    opener = _opener(tmp_path, tiny_sae)
+
+    def spy(cfg):
+        seen.append((cfg.model, cfg.search.require_fluent_window, list(cfg.selection.latents or [])))
+        return opener(cfg)
+
+    over = {**OVERRIDES, "search.require_fluent_window": True, "search.target": 100.0}  # every sample "fluent off"
+    res = run_side_by_side("embedded-demo", ["tiny-llama", "tiny-qwen2"], root=tmp_path / "sbs", overrides=over,
+                           progress=False, open_session=spy)
+    assert seen[0][:2] == ("tiny-llama", True) and seen[1][:2] == ("tiny-qwen2", False)
+    assert seen[1][2] == res.runs["tiny-llama"].latents == res.runs["tiny-qwen2"].latents

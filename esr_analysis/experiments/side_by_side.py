@@ -1,8 +1,10 @@
 """Base model and model organism side by side: one preset, the same latents, prompts, seeds and judge.
 
-:func:`run_side_by_side` runs a preset on the first model (which draws the latents), then on every other
-model with the selection fixed to those latents; thresholds are searched per model (as the paper did for its
-exp 4). Each model's run is an ordinary resumable run directory under ``<root>/<model>``.
+:func:`run_side_by_side` runs a preset on the first model (which draws the latents, and drops those without a
+fluent off-topic window when the preset's ``search.require_fluent_window`` is on), then on every other model
+with the selection fixed to the first model's latents and that rule off (an organism that resists at the base
+model's strengths may see no fluent off-topic sample in its own search; dropping its latents would unmatch the
+arms); thresholds are searched per model (as the paper did for its exp 4). Each model's run is an ordinary resumable run directory under ``<root>/<model>``.
 
 :func:`condition_record` is the per-condition record of ``docs/organism.md`` (also ``eval.json``):
 ``n``, multi-attempt and ESR rates (fractions) with 95 % Wilson intervals, first-attempt score with its
@@ -100,7 +102,7 @@ def run_side_by_side(preset: str | dict[str, Any], models: list[str], *, root: s
         fixed: dict[str, Any] = {"model": model}
         if latents is not None:
             fixed |= {"selection.latents": latents, "selection.n_latents": len(latents),
-                      "selection.relevance_rule": "none"}
+                      "selection.relevance_rule": "none", "search.require_fluent_window": False}
         cfg = load_config(load_config(preset, overrides), fixed)
         session = open_session(cfg) if open_session is not None else None
         res = run_pipeline(cfg, run_dir=out / model, progress=progress, session=session)
