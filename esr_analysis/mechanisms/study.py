@@ -158,10 +158,9 @@ def run_anatomy(model: Any, sae: Any, recoveries: Sequence[Episode], baseline: S
             region_means[key].update(corr_means)
             tests[key].update(corr_tests)
         result.traces[key], result.baseline_traces[key] = rec_tr, base_tr
-        result.aligned[key] = {g: aligned_summary(align_at([t.group(g) for t in (held if g == "backtracking_corr"
-                                                                                 else rec_tr)],
-                                                           [t.bounds for t in (held if g == "backtracking_corr"
-                                                                               else rec_tr)], window))
+        traces_of = {g: held if g == "backtracking_corr" else rec_tr for g in names}
+        result.aligned[key] = {g: aligned_summary(align_at([t.group(g) for t in traces_of[g]],
+                                                           [t.bounds for t in traces_of[g]], window))
                                for g in names} if rec_tr else {}
     result.summary = {
         "n_episodes": len(eps), "n_baseline": len(baseline), "n_recoveries_found": len(recoveries),

@@ -9,7 +9,7 @@ Definitions
   un-ablated pass, and ``S ablated`` clamps the latents of ``S`` to 0 at the SAE layer over every position
   (error term kept), as the ``detectors_ablated`` counterfactual does.
 * :func:`summarize_effects`: the detectors' mean ``Δ`` with a 95 % percentile bootstrap interval over
-  episodes; each random set's mean ``Δ``; the detectors' **percentile** among the random sets
+  episodes (:func:`~esr_analysis.mechanisms.attribution.study.mean_interval`, one cluster per episode); each random set's mean ``Δ``; the detectors' **percentile** among the random sets
   (:func:`~esr_analysis.mechanisms.null.percentile_of`; a low percentile means the detectors lower the restart
   more than most random sets); and the **paired difference** ``Δ_det(e) - mean_r Δ_r(e)`` with its bootstrap
   interval over episodes.
@@ -70,6 +70,7 @@ def summarize_effects(rows: Sequence[dict[str, Any]], detector_key: str = "detec
     """The summary of :func:`ablation_effects` rows (module docstring); every other set is a random set."""
     import numpy as np
 
+    from esr_analysis.mechanisms.attribution.study import mean_interval
     from esr_analysis.mechanisms.null import percentile_of
 
     if not rows:
@@ -82,24 +83,15 @@ def summarize_effects(rows: Sequence[dict[str, Any]], detector_key: str = "detec
     random_names = [n for n in names if n != detector_key]
     det = np.array([r["delta"][detector_key] for r in rows], dtype=np.float64)
     rand = np.array([[r["delta"][n] for n in random_names] for r in rows], dtype=np.float64).reshape(len(rows), -1)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(rows), size=(n_boot, len(rows))) if n_boot > 0 else None
-
-    def interval(values: np.ndarray) -> list[float]:
-        mean = float(values.mean())
-        if draws is None or len(values) < 2:
-            return [mean, float("nan"), float("nan")]
-        boot = values[draws].mean(axis=1)
-        return [mean, float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
-
+    ids = [str(r["id"]) for r in rows]
     random_means = [float(x) for x in rand.mean(axis=0)] if random_names else []
     out: dict[str, Any] = {
         "n_episodes": len(rows), "n_random_sets": len(random_names),
-        "detector_effect": interval(det),
+        "detector_effect": mean_interval(list(det), ids, seed, n_boot),
         "detector_share_lowered": float((det < 0).mean()),
         "random_set_effects": random_means,
         "detector_percentile": percentile_of(float(det.mean()), random_means),
     }
     if random_names:
-        out["difference_vs_random"] = interval(det - rand.mean(axis=1))
+        out["difference_vs_random"] = mean_interval(list(det - rand.mean(axis=1)), ids, seed, n_boot)
     return out

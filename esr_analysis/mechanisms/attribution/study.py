@@ -117,16 +117,16 @@ def study_episode(lm: Any, episode: RecoveryPoint, *, sae: Any = None, read_laye
     return record
 
 
-def mean_interval(values: Sequence[float], ids: Sequence[str], seed: int) -> list[float]:
-    """``[mean, lo, hi]`` of the finite ``values``: a 95 % percentile bootstrap clustered by ``ids`` (nan x 3 when
-    none is finite)."""
+def mean_interval(values: Sequence[float], ids: Sequence[str], seed: int, n_boot: int = 2000) -> list[float]:
+    """``[mean, lo, hi]`` of the finite ``values``: a 95 % percentile bootstrap (``n_boot`` draws) clustered by
+    ``ids`` (nan x 3 when none is finite; nan bounds for ``n_boot = 0`` or fewer than 2 ids)."""
     from esr_analysis.metrics.intervals import cluster_bootstrap_interval
 
     finite = [(v, i) for v, i in zip(values, ids, strict=True) if v == v]
     if not finite:
         return [math.nan, math.nan, math.nan]
     vs = [v for v, _ in finite]
-    lo, hi = cluster_bootstrap_interval(vs, [i for _, i in finite], seed=seed)
+    lo, hi = cluster_bootstrap_interval(vs, [i for _, i in finite], seed=seed, n_boot=n_boot)
     return [float(sum(vs) / len(vs)), lo, hi]
 
 
