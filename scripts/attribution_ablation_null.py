@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     from esr_analysis.mechanisms.study import read_latent_list
     from esr_analysis.provenance import git_commit, library_versions
 
+    episodes = load_episodes(args.episodes)[: args.max_episodes]  # a bad file fails before any model loads
     if args.tiny:
         from esr_analysis.models.tiny import TINY_HIDDEN, load_tiny
         from esr_analysis.sae.random_sae import random_sae
@@ -67,7 +68,6 @@ def main(argv: list[str] | None = None) -> dict:
         lm = load_model(args.model)
         spec = spec_of(lm)
         sae, layer, name = load_sae(spec.sae_source), spec.read_layer, args.model
-    episodes = load_episodes(args.episodes)[: args.max_episodes]
     sets = {"detectors": detectors, **{f"random_{i:02d}": s for i, s in enumerate(random_sets)}}
     rows = ablation_effects(lm, episodes, sets, sae=sae, sae_layer=layer)
     result = summarize_effects(rows, n_boot=args.n_boot, seed=args.seed)
