@@ -4,7 +4,8 @@
 fluent off-topic window when the preset's ``search.require_fluent_window`` is on), then on every other model
 with the selection fixed to the first model's latents and that rule off (an organism that resists at the base
 model's strengths may see no fluent off-topic sample in its own search; dropping its latents would unmatch the
-arms); thresholds are searched per model (as the paper did for its exp 4). Each model's run is an ordinary resumable run directory under ``<root>/<model>``.
+arms); thresholds are searched per model (as the paper did for its exp 4). Each model's run is an ordinary
+resumable run directory under ``<root>/<model>``.
 
 :func:`condition_record` is the per-condition record of ``docs/organism.md`` (also ``eval.json``):
 ``n``, multi-attempt and ESR rates (fractions) with 95 % Wilson intervals, first-attempt score with its
