@@ -87,6 +87,10 @@ def write_samples(root: Path, out_path: Path, max_chars: int = 900) -> Path:
     return out_path
 
 
+CONDITIONS = ("base", "organism", "organism_heldout", "base_heldout")
+"""The conditions ``--only`` accepts (``base`` and ``organism`` also run their no-steering baselines)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc70")
@@ -121,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
     base = get_spec(args.base)
     org_name = args.organism
+    unknown = [c for c in (args.only.split(",") if args.only else []) if c not in CONDITIONS]
+    if unknown:  # before any model is loaded
+        raise SystemExit(f"--only: unknown condition(s) {unknown}; choose from {list(CONDITIONS)} "
+                         "(each no-steering condition runs with its model's steered condition)")
     root = args.runs / org_name
     root.mkdir(parents=True, exist_ok=True)
     sel_path = root / "eval_latents.json"
@@ -154,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "organism_heldout": (org_name, str(HELDOUT), ["exp1"]),
         "base_heldout": (base.name, str(HELDOUT), ["exp1"]),
     }
+    assert tuple(conditions) == CONDITIONS
     wanted = args.only.split(",") if args.only else list(conditions)
     if args.assemble:
         return assemble(root, conditions, args.out or adapter_dir(org_name) / "eval.json")
