@@ -25,7 +25,17 @@ Items (one attempt unless stated):
   :data:`DEGENERATE_CHARS` characters, cut at a space, so often without a sentence end) whose prompt has
   an unsteered answer, that passage, a written acknowledgement and the first three sentences of the answer.
 
-Usage: ``python scripts/build_fresh_heldout.py`` (no model, no judge; deterministic).
+**The third held-out split** (``--split heldout3`` → ``data/judge_eval/heldout3.jsonl``, ids ``h3-``): once
+the offline judge v3 had been evaluated on the split above, its errors were read, so that split became
+development data too. The third split is built the same way from rows with ``split == "heldout3"`` (read and
+labelled by hand on 2026-12-05, before the judge v4 was evaluated on them) and
+``data/judge_eval/fresh_templates3.json``: on-topic answers are the base model's unsteered answers to the
+detector-discovery prompts (``otd_discovery_prompts.txt``, never used by the judge before) and to the ESR
+prompts of the steered rows; steered rows are exp 1 responses of the base model and of the organism v3 for
+latents that no earlier split used; a real restart row names its own ``cut`` (the text where the new attempt
+starts).
+
+Usage: ``python scripts/build_fresh_heldout.py [--split heldout|heldout3]`` (no model, no judge; deterministic).
 """
 
 from __future__ import annotations
@@ -44,6 +54,10 @@ from esr_analysis.files import atomic_write_text  # noqa: E402
 
 EVAL = REPO / "data" / "judge_eval"
 OUT = EVAL / "heldout_fresh.jsonl"
+SPLITS = {  # split name -> (templates, output, item id prefix)
+    "heldout": (EVAL / "fresh_templates.json", OUT, "fresh"),
+    "heldout3": (EVAL / "fresh_templates3.json", EVAL / "heldout3.jsonl", "h3"),
+}
 N_MISMATCHED = 12
 N_DRIFT_RESTARTS = 14
 N_DEGENERATE_RESTARTS = 5
@@ -84,11 +98,13 @@ def off_topic_passage(text: str, min_chars: int = DRIFT_CHARS) -> str:
     return " ".join(out) if out else text.strip()
 
 
-def build() -> list[dict]:
+def build(split: str = "heldout") -> list[dict]:
+    """The items of held-out ``split`` (a key of :data:`SPLITS`), in a fixed order."""
+    templates, _, prefix = SPLITS[split]
     rows = [json.loads(line) for line in (EVAL / "steered_runs.jsonl").read_text(encoding="utf-8").splitlines()
             if line.strip()]
-    held = [r for r in rows if r["split"] == "heldout"]
-    tpl = json.loads((EVAL / "fresh_templates.json").read_text(encoding="utf-8"))
+    held = [r for r in rows if r["split"] == split]
+    tpl = json.loads(templates.read_text(encoding="utf-8"))
     steered = [r for r in held if r["condition"] != "no_steering"]
     labels = sorted({r["latent_label"] for r in steered if r["latent_label"]})
     answers: dict[str, dict] = {}
@@ -100,7 +116,7 @@ def build() -> list[dict]:
 
     def add(category: str, prompt: str, response: str, attempts: list[tuple[str, bool]], label: str,
             source: dict) -> None:
-        items.append({"id": f"fresh-{category}-{len(items):04d}", "split": "fresh", "category": category,
+        items.append({"id": f"{prefix}-{category}-{len(items):04d}", "split": prefix, "category": category,
                       "prompt_index": None, "prompt": prompt, "response": response, "latent_label": label,
                       "n_attempts": len(attempts), "attempts": [{"text": t, "on_topic": on} for t, on in attempts],
                       "source": source})
@@ -115,7 +131,7 @@ def build() -> list[dict]:
             {"run": answers[p]["key"], "template": f"fresh-words-{k}", "kind": t["kind"]})
     email = [p for p in prompts if "email" in p.lower()]
     for k, t in enumerate(tpl["letters"]):
-        p = email[k % len(email)]
+        p = next(q for q in prompts if t["for"] in q.lower()) if "for" in t else email[k % len(email)]
         resp = answers[p]["response"].strip() + t["text"]
         add("restart_words", p, resp, [(resp, True)], labels[k % len(labels)],
             {"run": answers[p]["key"], "template": f"fresh-letter-{k}", "kind": t["kind"]})
@@ -133,7 +149,7 @@ def build() -> list[dict]:
             add(category[r["label"]], r["prompt"], text, [(text, r["label"] == "ontopic")],
                 r["latent_label"], {"run": r["key"]})
         elif r["label"] == "restart":
-            cut = text.index(REAL_RESTART_CUT)
+            cut = text.index(r.get("cut", REAL_RESTART_CUT))
             add("restart", r["prompt"], text, [(text[:cut].strip(), False), (text[cut:].strip(), True)],
                 r["latent_label"], {"run": r["key"], "kind": "real"})
     acks = tpl["acknowledgements"]
@@ -152,12 +168,18 @@ def build() -> list[dict]:
     return items
 
 
-def main() -> int:
-    items = build()
-    atomic_write_text(OUT, "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items))
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", choices=sorted(SPLITS), default="heldout")
+    split = ap.parse_args(argv).split
+    items = build(split)
+    out = SPLITS[split][1]
+    atomic_write_text(out, "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items))
     from collections import Counter
 
-    print(f"{len(items)} items -> {OUT}")
+    print(f"{len(items)} items -> {out}")
     for cat, n in sorted(Counter(it["category"] for it in items).items()):
         print(f"  {cat:18s} {n}")
     return 0

@@ -64,8 +64,43 @@ def test_fresh_heldout_split_size_categories_and_separation():
     assert dev_latents and held_latents and not dev_latents & held_latents
 
 
+def _third() -> list[dict]:
+    lines = (EVAL / "heldout3.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_third_heldout_split_size_categories_and_separation():
+    """The third held-out split (2026-12-05): its own ids, every category, and no response, written sentence,
+    acknowledgement, steered latent or on-topic prompt of the development data (judge_set + the second split)."""
+    third, dev = _third(), _items() + _fresh()
+    assert len(third) >= 100 and {it["split"] for it in third} == {"h3"}
+    cats = Counter(it["category"] for it in third)
+    for cat in ("on_topic", "restart_words", "mismatched", "restart", "degenerate", "drift"):
+        assert cats[cat] >= 5, cat
+    assert len({it["id"] for it in third}) == len(third)
+    assert not {it["response"] for it in dev} & {it["response"] for it in third}
+    tpl3 = json.loads((EVAL / "fresh_templates3.json").read_text(encoding="utf-8"))
+    dev_templates = json.loads((EVAL / "templates.json").read_text(encoding="utf-8"))
+    fresh_templates = json.loads((EVAL / "fresh_templates.json").read_text(encoding="utf-8"))
+    dev_words = {w for split in dev_templates["restart_words"].values() for w in split}
+    dev_words |= {t["text"] for t in fresh_templates["restart_words"]}
+    assert not dev_words & {t["text"] for t in tpl3["restart_words"]}
+    dev_acks = {a for split in dev_templates["acknowledgements"].values() for kind in split.values() for a in kind}
+    dev_acks |= set(fresh_templates["acknowledgements"])
+    assert not dev_acks & set(tpl3["acknowledgements"])
+    lines = (EVAL / "steered_runs.jsonl").read_text(encoding="utf-8").splitlines()
+    steered = [r for r in map(json.loads, lines) if r["condition"] != "no_steering" and r["label"] != "exclude"]
+    earlier = {r["latent"] for r in steered if r["split"] in ("train", "heldout")}
+    third_latents = {r["latent"] for r in steered if r["split"] == "heldout3"}
+    assert third_latents and not earlier & third_latents
+    discovery = set((DATA_DIR / "prompts" / "otd_discovery_prompts.txt").read_text(encoding="utf-8").splitlines())
+    judge_prompts = set((DATA_DIR / "prompts" / "judge_prompts.txt").read_text(encoding="utf-8").splitlines())
+    assert discovery and not discovery & judge_prompts
+    assert {it["prompt"] for it in third if it["category"] == "on_topic"} & discovery
+
+
 def test_labels_are_consistent():
-    for it in _items() + _fresh():
+    for it in _items() + _fresh() + _third():
         assert it["n_attempts"] == len(it["attempts"]) >= 1
         if it["category"] in ("on_topic", "restart_words", "steered_on_topic"):
             assert [a["on_topic"] for a in it["attempts"]] == [True]
