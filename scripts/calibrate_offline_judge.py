@@ -1,8 +1,9 @@
 """Fit the offline judge's calibration (v2) on the TRAINING split of the labelled judge set.
 
-Reads ``data/judge_eval/judge_set.jsonl`` (built by ``scripts/build_judge_set.py``), keeps the items of the
-``train`` split only (the held-out split is never read here), and takes every labelled attempt (the
-item's true attempts, each on topic or not) as one example. Its features
+Reads the development data, ``data/judge_eval/judge_set.jsonl`` (built by ``scripts/build_judge_set.py``, all
+``train``) and the second held-out split ``data/judge_eval/heldout_fresh.jsonl`` (development data since the
+judge v3's errors on it were read); the third held-out split ``heldout3.jsonl`` is never read here. Every
+labelled attempt (the item's true attempts, each on topic or not) is one example. Its features
 (:func:`esr_analysis.judge.offline.attempt_features`: MiniLM cosine to the prompt, to the prompt without
 the prompt's own words and to the latent label, the off-topic word share, repetition rate, distinct-2,
 word share) feed two class-balanced logistic models of ``P(on-topic)``:
@@ -44,17 +45,19 @@ from esr_analysis.judge.offline import (  # noqa: E402
 )
 
 JUDGE_SET = REPO / "data" / "judge_eval" / "judge_set.jsonl"
+SECOND_SPLIT = REPO / "data" / "judge_eval" / "heldout_fresh.jsonl"  # development data since its errors were read
 OUT = REPO / "data" / "judge_calibration" / "offline_calibration.json"
 # word_share is left out of the models: on the development split its fitted sign was negative (markdown
 # lists of on-topic answers have a lower word share than fluent drift), the opposite of what it measures;
 # symbol runs are handled by the degenerate cap instead
-FLUENCY = ["repetition_rate", "distinct_2"]
+FLUENCY = ["repetition_rate", "distinct_2", "code_share"]
 RELEVANCE = ["cos_prompt", "cos_noecho", "off_topic_word_share"]
 MODELS = {"prompt_only": [*RELEVANCE, *FLUENCY], "with_label": [*RELEVANCE, "cos_label", *FLUENCY]}
 CANDIDATES = {
     "cos_prompt": ["cos_prompt"],
     "cos_prompt+cos_label": ["cos_prompt", "cos_label"],
     "cos_prompt+fluency": ["cos_prompt", *FLUENCY],
+    "relevance+fluency without code_share (v3's prompt_only)": [*RELEVANCE, "repetition_rate", "distinct_2"],
     "relevance+fluency+word_share": [*RELEVANCE, *FLUENCY, "word_share"],
     "cos_prompt+cos_noecho": ["cos_prompt", "cos_noecho"],
     "cos_prompt+off_topic_word_share": ["cos_prompt", "off_topic_word_share"],
@@ -67,14 +70,15 @@ FOLDS = 5
 
 def training_examples() -> tuple[list[dict], list[float], list[str], list[str]]:
     """Feature dicts, targets, prompts and categories of every attempt of the train split."""
-    items = [json.loads(line) for line in JUDGE_SET.read_text(encoding="utf-8").splitlines() if line.strip()]
-    train = [it for it in items if it["split"] == "train"]
+    items = [json.loads(line) for path in (JUDGE_SET, SECOND_SPLIT)
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [it for it in items if it["split"] in ("train", "fresh")]
     rows = [(it, a) for it in train for a in it["attempts"]]
     ordered = sorted({t for it, a in rows for t in embedding_inputs(it["prompt"], it["latent_label"], a["text"])})
     emb = embed_texts(load_embedder(), ordered)
     vec = {t: emb[i] for i, t in enumerate(ordered)}
-    feats = [attempt_features(relevance_features(vec, it["prompt"], it["latent_label"], a["text"]), a["text"])
-             for it, a in rows]
+    feats = [attempt_features(relevance_features(vec, it["prompt"], it["latent_label"], a["text"]), a["text"],
+                              it["prompt"]) for it, a in rows]
     targets = [1.0 if a["on_topic"] else 0.0 for _, a in rows]
     return feats, targets, [it["prompt"] for it, _ in rows], [it["category"] for it, _ in rows]
 
@@ -122,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "version": "offline-calibration-v3",
         "embedding_model": EMBEDDING_MODEL,
-        "data": str(JUDGE_SET.relative_to(REPO)),
-        "data_sha256": hashlib.sha256(JUDGE_SET.read_bytes()).hexdigest(),
-        "split_used": "train",
+        "data": [str(p.relative_to(REPO)) for p in (JUDGE_SET, SECOND_SPLIT)],
+        "data_sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in (JUDGE_SET, SECOND_SPLIT)],
+        "split_used": "train + fresh (development)",
         "models": models,
         "train": {
             "attempts": len(targets),

@@ -2,11 +2,13 @@
 
 Grades the items of the two splits with ``make_judge("offline")`` and reports, per split:
 
-* ``heldout``: the FRESH held-out split ``data/judge_eval/heldout_fresh.jsonl``
-  (``scripts/build_fresh_heldout.py``), written before the final judge was evaluated; the one that counts;
-* ``dev``: the development split ``data/judge_eval/judge_set.jsonl`` (its items are all ``train``: the
-  calibration is fit on it and the judge's rules were analysed on it, including the first held-out split,
-  which was looked at and so became development data).
+* ``heldout``: the third held-out split ``data/judge_eval/heldout3.jsonl``
+  (``scripts/build_fresh_heldout.py --split heldout3``), labelled before the judge v4 was evaluated on it; the
+  one that counts;
+* ``dev``: the development data: ``data/judge_eval/judge_set.jsonl`` (all ``train``, including the first
+  held-out split) and the second held-out split ``data/judge_eval/heldout_fresh.jsonl``, whose errors under
+  the judge v3 were read (``judge_offline_v2.json`` of 2026-12-04), so it became development data as well.
+  The calibration is fit on both and the judge's rules were analysed on both.
 
 Measures:
 
@@ -41,7 +43,9 @@ from esr_analysis.judge.calibration import roc_auc  # noqa: E402
 from esr_analysis.judge.offline import OFFLINE_VERSION  # noqa: E402
 
 JUDGE_SET = REPO / "data" / "judge_eval" / "judge_set.jsonl"
-HELDOUT = REPO / "data" / "judge_eval" / "heldout_fresh.jsonl"
+SECOND_SPLIT = REPO / "data" / "judge_eval" / "heldout_fresh.jsonl"
+DEV = (JUDGE_SET, SECOND_SPLIT)
+HELDOUT = REPO / "data" / "judge_eval" / "heldout3.jsonl"
 OUT = REPO / "data" / "results" / "judge_offline_v2.json"
 ON = ("on_topic", "restart_words", "steered_on_topic")
 OFF = ("mismatched", "drift")
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev-only", action="store_true", help="grade the development split only; write nothing")
     args = parser.parse_args(argv)
     judge = make_judge("offline")
-    splits = {"dev": _read(JUDGE_SET)} if args.dev_only else {"heldout": _read(HELDOUT), "dev": _read(JUDGE_SET)}
+    dev = [it for path in DEV for it in _read(path)]
+    splits = {"dev": dev} if args.dev_only else {"heldout": _read(HELDOUT), "dev": dev}
     graded = {
         name: judge.grade_sync([GradeRequest(prompt=it["prompt"], response=it["response"],
                                              latent_label=it["latent_label"]) for it in items])
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "judge": OFFLINE_VERSION,
         "judge_id": judge.judge_id,
         "rubric_hash": judge.rubric_hash,
-        "data": {"heldout": str(HELDOUT.relative_to(REPO)), "dev": str(JUDGE_SET.relative_to(REPO))},
+        "data": {"heldout": str(HELDOUT.relative_to(REPO)), "dev": [str(p.relative_to(REPO)) for p in DEV]},
         "targets": {k: f"{op} {t}" for k, (op, t) in TARGETS.items()},
         "splits": {name: metrics(splits[name], graded[name]) for name in splits},
         "errors": {name: _errors(splits[name], graded[name]) for name in splits},
@@ -135,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dev_only:
         print(json.dumps(result["errors"]["dev"], indent=1))
         return 0
+    if args.out.is_file():  # a comparison recorded by hand (another judge version on the same split) is kept
+        previous = json.loads(args.out.read_text(encoding="utf-8")).get("previous_judge_on_heldout")
+        if previous is not None:
+            result["previous_judge_on_heldout"] = previous
     atomic_write_json(args.out, result)
     print(markdown_table(result))
     return 0
@@ -143,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 def markdown_table(result: dict) -> str:
     """The held-out table (with the development split for reference) as markdown."""
     held, train = result["splits"]["heldout"], result["splits"]["dev"]
-    lines = ["| measure | fresh held-out | development | target | met (held-out) |", "|---|---|---|---|---|"]
+    lines = ["| measure | held-out (third split) | development | target | met (held-out) |", "|---|---|---|---|---|"]
     for key in ("attempt_count_accuracy", "false_split_rate", "auc_on_vs_off", "degenerate_mean_score"):
         lines.append(f"| {key} | {held[key]} | {train[key]} | {result['targets'][key]} | "
                      f"{'yes' if held['targets_met'][key] else 'NO'} |")

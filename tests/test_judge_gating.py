@@ -27,7 +27,8 @@ A = Attempt
         "Volcanoes erupt. Let me try that again.",
         "Volcanoes erupt. Let's start over.",
         "Volcanoes erupt. Actually, I made a mistake.",
-        "Volcanoes erupt. I apologize for the confusion.",
+        "Volcanoes erupt. Wait, wrong topic! Knead the dough.",  # restart-v5
+        "Volcanoes erupt. That was the wrong topic. Knead the dough.",
         "Volcanoes erupt. Sorry, I went off topic.",
         "Volcanoes erupt. Scratch that.",
         "Volcanoes erupt. I'd like to revise my answer.",
@@ -103,10 +104,22 @@ def test_ordinary_text_has_no_restart(text: str):
         "Never mind that, it is fine. I should be answering emails by noon.",
         "I have gone from the store to the park. Wait, then let me know.",
         "I apologize, the shop closes at five. My apologies for the delay.",
+        # restart-v5: an apology for confusion is an ordinary courtesy (a weak marker), not a restart
+        "1. Fold the corners.\n\nI apologize for any confusion, this part can be tricky.\n\n2. Smooth it.",
+        "Volcanoes erupt. I apologize for the confusion.",
     ],
 )
 def test_ordinary_restart_vocabulary_is_never_a_boundary(text: str):
     assert boundary_offsets(text) == [], find_restarts(text)
+
+
+def test_weak_markers_v5():
+    """restart-v5's weak markers (acknowledgement openers) are offsets for the topic check, never boundaries."""
+    for opener in ("Okay, that was not helpful.", "Oops.", "Let me focus.",
+                   "To answer your question:", "I think I misread it.", "I apologize for the confusion."):
+        text = f"Lava flows fast. {opener} Knead the dough."
+        assert boundary_offsets(text) == [], opener
+        assert weak_offsets(text) == [len("Lava flows fast. ")], opener
 
 
 def test_weak_markers_are_offsets_for_the_topic_check_only():

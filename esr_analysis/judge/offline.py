@@ -1,11 +1,12 @@
-"""The offline judge (v2): no network, no API key; restart segmentation, MiniLM relevance and fluency.
+"""The offline judge (v4): no network, no API key; restart segmentation, MiniLM relevance and fluency.
 
 Definitions
 -----------
 * **Segmentation**: the response is cut at the attempt boundaries of
   :func:`esr_analysis.judge.restart.boundary_offsets` (the sentence start of each strong restart phrase;
-  restart language at the very start creates no boundary). A segment with no word left once its restart
-  phrases are removed (e.g. "Sorry, I got off track.") joins the following segment (the last one joins the
+  restart language at the very start creates no boundary). A segment that is only acknowledgement (no word left
+  once its restart phrases are removed, or (v4) every sentence of it holds a restart phrase and fewer than 3
+  other words: "Sorry, I got off track.", "Hmm, that doesn't answer what you asked.") joins the following segment (the last one joins the
   previous), except the opening segment when it holds at least :data:`MIN_OPENING_CHARS` non-space
   characters (v3: an opening run of symbols or dots before a restart is an attempt of degenerate output). An empty response has no attempts. Inside a segment, a **weak marker**
   (:func:`esr_analysis.judge.restart.weak_offsets`: "Wait.", "Anyway," ...) also cuts, but only on a
@@ -21,14 +22,16 @@ Definitions
   it); ``off_topic_word_share`` (v3), the share of the content's words (:func:`content_words`, other than
   the prompt's) whose own embedding has cosine below :data:`OFF_TOPIC_WORD_COS` to the prompt; and the
   fluency measures of :func:`esr_analysis.metrics.fluency.fluency_measures` (``repetition_rate``,
-  ``distinct_2``, ``word_share``). Long texts are embedded in chunks of :data:`CHUNK_WORDS` words whose
+  ``distinct_2``, ``word_share``); (v4) ``code_share``, the share of code- or markup-like tokens
+  (:func:`code_share`; 0 when the prompt :func:`asks_for_code`). Long texts are embedded in chunks of :data:`CHUNK_WORDS` words whose
   embeddings are averaged.
 * **Score**: ``100 * P(on-topic)`` from the logistic calibration stored in
   ``data/judge_calibration/offline_calibration.json`` (fit by ``scripts/calibrate_offline_judge.py`` on the
   training split of the labelled judge set ``data/judge_eval/judge_set.jsonl``): the ``with_label`` model
   when a latent label is given, else the ``prompt_only`` model (which has no ``cos_label``).
-* **Degenerate text** (:func:`esr_analysis.metrics.fluency.is_degenerate`) caps an attempt's score at
-  :data:`DEGENERATE_CAP`.
+* **Degenerate text** (:func:`esr_analysis.metrics.fluency.is_degenerate`, or (v4) a ``code_share`` of at
+  least :data:`CODE_DEGENERATE_SHARE` in an answer to a prompt that does not ask for code, such as
+  ``How does my shirt.back = "on";?``) caps an attempt's score at :data:`DEGENERATE_CAP`.
 
 This judge measures whether a response is about the prompt, not whether it is correct: "Canberra" and
 "Sydney" are equally on topic for "What is the capital of Australia?". Its held-out quality is in
@@ -53,13 +56,14 @@ from esr_analysis.judge.restart import (
     RESTART_VERSION,
     WEAK_PATTERNS,
     boundary_offsets,
+    find_restarts,
     strip_restart_language,
     weak_offsets,
 )
 from esr_analysis.judge.types import Attempt, Grade, GradeRequest, JudgeConfigError
 from esr_analysis.metrics.fluency import FLUENCY_VERSION, fluency_measures, is_degenerate
 
-OFFLINE_VERSION = "offline-judge-v3"
+OFFLINE_VERSION = "offline-judge-v4"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CHUNK_WORDS = 120
 DEGENERATE_CAP = 5.0
@@ -68,8 +72,11 @@ WEAK_SPLIT_AFTER_MIN = 0.6
 WEAK_SPLIT_MIN_WORDS = 8
 MIN_OPENING_CHARS = 10
 OFF_TOPIC_WORD_COS = 0.15
+CODE_DEGENERATE_SHARE = 0.2
 FEATURES = ("cos_prompt", "cos_label", "cos_noecho", "off_topic_word_share", "repetition_rate", "distinct_2",
-            "word_share")
+            "word_share", "code_share")
+_CODE_CHARS = re.compile(r"[=;{}<>|\\$~^`]")
+_IDENTIFIER = re.compile(r"[A-Za-z]{2,}[._][A-Za-z]{2,}")
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _LETTERS = re.compile(r"[a-z]+")
 _STOPWORD_TEXT = """a an the to of and or in on for with by how do does you your is are be it this that what can from at as if
@@ -85,6 +92,29 @@ STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 def content_words(text: str) -> list[str]:
     """The lower-cased letter runs of ``text`` with at least 3 letters that are not in :data:`STOPWORDS`."""
     return [w for w in _LETTERS.findall(text.lower()) if len(w) >= 3 and w not in STOPWORDS]
+
+
+def code_share(text: str) -> float:
+    """Share of the whitespace-separated tokens of ``text`` that look like code or markup (v4): a token with
+    one of ``= ; { } < > | \\ $ ~ ^`` or a backtick, an identifier joined by ``.`` or ``_`` (``shirt.back``,
+    ``to_do``), or a ``#`` that is not the first token of its line (a markdown heading's ``#`` is prose).
+    0 for text without tokens."""
+    n = hits = 0
+    for line in text.splitlines():
+        for k, tok in enumerate(line.split()):
+            n += 1
+            hits += bool(_CODE_CHARS.search(tok) or _IDENTIFIER.search(tok) or ("#" in tok and k > 0))
+    return hits / n if n else 0.0
+
+
+_CODE_PROMPT = re.compile(r"\b(?:code|coding|program(?:ming)?|script|python|javascript|sql|function|regex|html|css|"
+                          r"json|bash|shell|compile|api|class|variable)\b", re.IGNORECASE)
+
+
+def asks_for_code(prompt: str) -> bool:
+    """True when ``prompt`` is about code (a programming word, or code-like tokens of its own): then code in the
+    answer is no sign of degeneration and :func:`attempt_features` sets ``code_share`` to 0."""
+    return bool(_CODE_PROMPT.search(prompt)) or code_share(prompt) > 0
 
 
 def strip_prompt_words(prompt: str, text: str) -> str:
@@ -156,6 +186,16 @@ def embed_texts(embedder: Any, texts: Sequence[str]) -> Any:
     return out / np.where(norms == 0, 1.0, norms)
 
 
+def is_acknowledgement(segment: str) -> bool:
+    """True when ``segment`` holds no content of its own: no word is left once its restart phrases are removed,
+    or (v4) every sentence of it holds a strong restart phrase and fewer than 3 other words ("Hmm, that doesn't
+    answer what you asked.", but not "Back to your question: knead the dough.")."""
+    if not _WORD.search(strip_restart_language(segment)):
+        return True
+    sentences = [t for t in re.split(r"(?<=[.!?…\n])", segment) if _WORD.search(t)]
+    return all(find_restarts(t) and len(_WORD.findall(strip_restart_language(t))) < 3 for t in sentences)
+
+
 def segment_attempts(response: str) -> list[str]:
     """The response's attempts as texts (see the module docstring)."""
     if not response.strip():
@@ -167,7 +207,7 @@ def segment_attempts(response: str) -> list[str]:
     carry = ""
     for k, seg in enumerate(segments):
         opening_output = k == 0 and len(re.sub(r"\s", "", seg)) >= MIN_OPENING_CHARS
-        if not _WORD.search(strip_restart_language(seg)) and not opening_output:
+        if is_acknowledgement(seg) and not opening_output:
             carry = f"{carry} {seg}".strip()
             continue
         out.append(f"{carry} {seg}".strip() if carry else seg)
@@ -205,12 +245,12 @@ def load_calibration(path: str | Path | None = None) -> dict[str, Any]:
     return cal
 
 
-def attempt_features(relevance: dict[str, float | None], text: str) -> dict[str, float | None]:
-    """The features of one attempt (module docstring): its :func:`relevance_features` and the text's
-    fluency measures."""
+def attempt_features(relevance: dict[str, float | None], text: str, prompt: str = "") -> dict[str, float | None]:
+    """The features of one attempt (module docstring): its :func:`relevance_features`, the text's fluency
+    measures and its :func:`code_share` (0 when the prompt :func:`asks_for_code`)."""
     m = fluency_measures(text)
     return {**relevance, "repetition_rate": m.repetition_rate, "distinct_2": m.distinct_2,
-            "word_share": m.word_share}
+            "word_share": m.word_share, "code_share": 0.0 if asks_for_code(prompt) else code_share(text)}
 
 
 class OfflineJudge(Judge):
@@ -242,7 +282,8 @@ class OfflineJudge(Judge):
             json.dumps(WEAK_PATTERNS),
             json.dumps(self.calibration["models"], sort_keys=True),
             f"{CHUNK_WORDS}|{DEGENERATE_CAP}|{FLUENCY_VERSION}|{WEAK_SPLIT_BEFORE_MAX}|{WEAK_SPLIT_AFTER_MIN}|"
-            f"{WEAK_SPLIT_MIN_WORDS}|{MIN_OPENING_CHARS}|{OFF_TOPIC_WORD_COS}|{' '.join(sorted(STOPWORDS))}",
+            f"{WEAK_SPLIT_MIN_WORDS}|{MIN_OPENING_CHARS}|{OFF_TOPIC_WORD_COS}|{CODE_DEGENERATE_SHARE}|"
+            f"{_CODE_CHARS.pattern}|{_IDENTIFIER.pattern}|{_CODE_PROMPT.pattern}|{' '.join(sorted(STOPWORDS))}",
         ):
             h.update(part.encode("utf-8"))
             h.update(b"\x00")
@@ -274,7 +315,8 @@ class OfflineJudge(Judge):
         return {t: emb[i] for i, t in enumerate(unique)}
 
     def _p(self, vecs: dict[str, Any], request: GradeRequest, text: str) -> tuple[dict[str, float | None], float]:
-        feats = attempt_features(relevance_features(vecs, request.prompt, request.latent_label, text), text)
+        feats = attempt_features(relevance_features(vecs, request.prompt, request.latent_label, text), text,
+                                 request.prompt)
         return feats, self.probability(feats)
 
     def _weak_splits(self, vecs: dict[str, Any], request: GradeRequest, seg: str) -> list[str]:
@@ -322,7 +364,9 @@ class OfflineJudge(Judge):
             attempts, details = [], []
             for seg in ss:
                 feats, p = self._p(vecs, r, seg)
-                degenerate = is_degenerate(seg)
+                degenerate = is_degenerate(seg) or (
+                    not asks_for_code(r.prompt) and code_share(seg) >= CODE_DEGENERATE_SHARE
+                )
                 score = round(100.0 * p, 2)
                 if degenerate:
                     score = min(score, DEGENERATE_CAP)

@@ -1,4 +1,4 @@
-"""Restart language (v4): strong restart phrases that start a new attempt, and weak markers that never do alone.
+"""Restart language (v5): strong restart phrases that start a new attempt, and weak markers that never do alone.
 
 A **strong restart phrase** (:data:`RESTART_PATTERNS`, case-insensitive regular expressions) says that the
 writer abandons what came before and starts over, and it must **begin a sentence** (after ``.``, ``!``,
@@ -15,15 +15,17 @@ set covers
   "let me correct myself", "I'd like to revise my answer", "Correction:", "Scratch that", "Ignore what I
   said", "Just kidding";
 * admissions: "I made a mistake", "I misspoke", "I got that wrong", "My mistake", "Sorry, I got off track",
-  "I apologize for the confusion", "That's not what you asked / wanted / meant", "That doesn't answer your
-  question", "That was off-topic", "I drifted away from
-  the topic", "That has nothing to do with your question";
+  "That's not what you asked / wanted / meant", "That doesn't answer your question", "That was off-topic",
+  "Wrong topic" (v5), "I drifted away from the topic", "That has nothing to do with your question" (v5:
+  "I apologize for the confusion" is a weak marker, not a strong phrase: letters and instructions use it as an
+  ordinary courtesy, "I apologize for any confusion, this part can be tricky");
 * returning to the question: "Actually, let me answer your question", "Back to your question",
   "To actually answer your question", "Let me get back on track".
 
 A **weak marker** (:data:`WEAK_PATTERNS`) is the same vocabulary in its ordinary use, at a sentence start:
 "Wait", "Hold on", "Actually", "Sorry", "I apologize", "Never mind", "Hmm", "Anyway", "That's wrong",
-"I should clarify". Instructions ("Wait until it boils", "Wait, then pour"), apologies inside letters,
+"I should clarify"; (v5) "Okay", "Oops", "Let me", "Let's", "To answer your question", "I think I", "That was
+not helpful / relevant". Instructions ("Wait until it boils", "Wait, then pour"), apologies inside letters,
 "Never mind the small details", list items ("2. Wait.") and elaborations contain only weak markers, so
 they never split on their own. The offline judge splits at a weak marker only when the topic shifts
 there (:mod:`esr_analysis.judge.offline`); restart gating of LLM judges uses strong phrases only.
@@ -40,7 +42,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-RESTART_VERSION = "restart-v4"
+RESTART_VERSION = "restart-v5"
 
 _SENT = r"(?:^|(?<=[.!?…\n:;\"“”)\]]))[\s*_#>]*"  # a sentence start, markdown emphasis allowed
 # v4: a capitalised phrase after a space also begins a sentence (degenerate text often lacks end marks);
@@ -68,7 +70,8 @@ _STRONG_BODIES: tuple[str, ...] = (
     r"(?:let me |let's )?get(?:ting)? back on (?:track|topic)\b",
     r"to (?:actually|properly|really) (?:answer|address) (?:your|the) question\b",
     r"(?:sorry|i apologi[sz]e|i'm sorry)\b[^.!?\n]{0,25}?(?:off[- ]?(?:track|topic)|sidetracked|distracted|"
-    r"confusion|tangent|wrong topic|irrelevant)\b",
+    r"tangent|wrong topic|irrelevant)\b",
+    r"(?:that(?:'s| is| was) (?:the )?)?wrong (?:topic|question)\b",
     r"(?:that|this|it) (?:has|had) nothing to do with (?:your|the|what you)\b",
     r"i (?:made an? (?:error|mistake) and |have |'ve )?(?:got|gone|went|drifted|veered|strayed|wandered)"
     r"(?: away| off)? (?:from|off) (?:the|your) (?:topic|question|subject|request)\b",
@@ -100,7 +103,10 @@ WEAK_PATTERNS: tuple[str, ...] = tuple(
     _SENT + body
     for body in (
         r"(?:wait|hold on|hang on|actually|sorry|i'm sorry|i apologi[sz]e|(?:my )?apologies|never ?mind|hmm+|"
-        r"anyway|anyways|oh)\b",
+        r"anyway|anyways|oh|okay|ok|oops|whoops|let me|let's)\b",
+        r"to (?:actually |properly |really )?answer (?:your|the|what you)\b",
+        r"i (?:think|guess|see) i\b",
+        r"that (?:was|is)(?: not|n't) (?:helpful|useful|it|relevant)\b",
         r"that(?:'s| is| was)(?: not|n't) (?:quite )?(?:right|correct)\b",
         r"that(?:'s| is| was) (?:wrong|incorrect)\b",
         r"i should clarify\b",
