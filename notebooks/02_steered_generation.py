@@ -36,8 +36,10 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (need
 
 # %% [markdown]
 # > **Read this before any number below: what the offline judge can and cannot measure.**
-# > Every score in this notebook comes from the *offline* judge (`judge="offline"`, `offline-judge-v3`), not from
-# > the paper's judge (Claude Haiku 4.5); `docs/judging.md` describes it.
+# > Every score in this notebook comes from the *offline* judge (`judge="offline"`), not from the paper's judge
+# > (Claude Haiku 4.5); `docs/judging.md` describes it. The committed outputs were graded by `offline-judge-v3`
+# > (restart v4); since 2026-12-05 the default is v4 (restart v5), so a re-run grades with v4 and its numbers
+# > can differ slightly from the outputs below.
 # >
 # > * **Attempts.** A new attempt starts only at a *strong* restart phrase that begins a sentence ("wait, that's
 # >   not right", "let me try again", "sorry, I got off track", "back to your question", ...; restart v4). The
