@@ -22,7 +22,10 @@ from esr_analysis.judge.calibration import (
 from esr_analysis.judge.offline import (
     DEGENERATE_CAP,
     OfflineJudge,
+    asks_for_code,
+    code_share,
     content_words,
+    is_acknowledgement,
     default_calibration_path,
     is_degenerate,
     load_calibration,
@@ -32,6 +35,29 @@ from esr_analysis.judge.offline import (
 
 CAL_DIR = default_calibration_path().parent
 REPO = CAL_DIR.parent.parent
+
+
+def test_code_share_counts_code_and_markup_tokens():
+    """Independent count: tokens with code characters, dotted/underscored identifiers, a '#' inside a line."""
+    assert code_share('How does my shirt.back = "on";?') == pytest.approx(3 / 6)
+    assert code_share("### Step 1\nFold the **corners** in, then smooth it.") == 0.0  # a heading's '#' is prose
+    assert code_share("set my # what is my") == pytest.approx(1 / 6)
+    assert code_share("Use `to_do` lists.") == pytest.approx(1 / 3)
+    assert code_share("") == 0.0
+    assert code_share("Add 2.5 cups, e.g. flour.") == 0.0  # decimals and abbreviations are not identifiers
+
+
+def test_asks_for_code():
+    assert asks_for_code("Write a Python function that reverses a list.")
+    assert asks_for_code("What does `x = y;` do?")
+    assert not asks_for_code("How do you remove a red wine stain from a carpet?")
+
+
+def test_acknowledgement_segments():
+    assert is_acknowledgement("Hmm, that doesn't answer what you asked.")
+    assert is_acknowledgement("Sorry, I got off track.")
+    assert not is_acknowledgement("Back to your question: knead the dough.")
+    assert not is_acknowledgement("Wait, that is wrong. Canberra.")
 
 
 # -- segmentation and degeneracy (no model) -----------------------------------------------------------
@@ -301,3 +327,15 @@ def test_calibration_with_an_unusable_feature_is_a_config_error(tmp_path: Path):
     (tmp_path / "leaky.json").write_text(json.dumps({"models": {"prompt_only": leaky, "with_label": good}}))
     with pytest.raises(JudgeConfigError, match="cos_label"):
         OfflineJudge(calibration_path=tmp_path / "leaky.json")
+
+
+@pytest.mark.slow
+def test_code_markup_caps_answers_to_prompts_that_are_not_about_code(judge: OfflineJudge):
+    garble = 'How does my shirt.back = "on";?'
+    grades = judge.grade_sync([
+        GradeRequest(prompt="How do you sew a loose button back onto a shirt?", response=garble),
+        GradeRequest(prompt="What does the JavaScript line shirt.back = \"on\"; do?", response=garble),
+    ])
+    assert grades[0].attempts[0].score <= DEGENERATE_CAP
+    assert json.loads(grades[0].raw_response)["attempts"][0]["degenerate"] is True
+    assert json.loads(grades[1].raw_response)["attempts"][0]["degenerate"] is False
