@@ -240,5 +240,10 @@ def test_subset_record_reads_old_and_new_subsets():
     assert old["n_source_trials"] == 5 and subset_record(None) is None  # input untouched
     committed = Path(__file__).resolve().parent.parent / "data" / "results"
     for f in sorted(committed.glob("detectors_*.json")):
-        sub = subset_record(json.loads(f.read_text())["subset"])
-        assert sub is not None and sub["n_subset_trials"] == sub["n"] and sub["n_source_trials"] is None, f.name
+        raw = json.loads(f.read_text())["subset"]
+        sub = subset_record(raw)
+        assert sub is not None and sub["n_subset_trials"] == sub["n"], f.name
+        if "n_subset_trials" in raw:  # the current form keeps the recorded pool size, never below the subset
+            assert sub == raw and sub["n_source_trials"] >= sub["n_subset_trials"], f.name
+        else:  # the old form: the pool size was not recorded
+            assert sub["n_source_trials"] is None, f.name
