@@ -209,3 +209,32 @@ def test_encoder_kernel_equals_the_sliced_sae(tiny_sae, arch):
         torch.testing.assert_close(encode_slice(x, enc), SlicedSAE.from_sae(sae, lats).encode(x))
     torch.testing.assert_close(encode_slice(x, encoder_kernel(sae, range(96))), sae.encode(x))
     assert encoder_kernel(tiny_sae, range(96))["W_enc"].data_ptr() == tiny_sae.W_enc.data_ptr()  # a view, no copy
+
+
+def test_pool_window_and_forward_pooled_equal_pooling_over_every_position(tiny_lm, tiny_sae):
+    """The windowed read (:func:`pool_window`) against plain torch: a hook on the block, the full sae-lens encode
+    over all ``T`` positions, masked max / count / sum; rows with an empty mask and a mask in the middle too."""
+    from esr_analysis.mechanisms.detectors import encoder_kernel
+    from esr_analysis.tracing.run import forward_pooled, pool_window
+
+    assert pool_window(torch.zeros(2, 5, 1)) == (0, 5)
+    m = torch.zeros(3, 9, 1)
+    m[0, 6:] = 1
+    m[1, 4:6] = 1  # a window inside, not a suffix
+    assert pool_window(m) == (4, 9)
+    ids = torch.randint(5, 200, (3, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    got = forward_pooled(tiny_lm, ids, mask, 1, encoder_kernel(tiny_sae, range(96)), m, chunk=40)
+    hf, seen = hf_module(tiny_lm), {}
+    handle = hf.model.layers[1].register_forward_hook(
+        lambda mod, i, o: seen.__setitem__("h", (o[0] if isinstance(o, tuple) else o).detach()))
+    try:
+        with torch.no_grad():
+            hf(input_ids=ids, attention_mask=mask)
+    finally:
+        handle.remove()
+    acts = tiny_sae.encode(seen["h"].float()) * m
+    torch.testing.assert_close(got["max"], acts.amax(1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["count"], (acts > 0).sum(1).float())
+    torch.testing.assert_close(got["sum"], acts.sum(1), rtol=1e-5, atol=1e-5)
+    assert float(got["max"][2].abs().sum()) == 0.0  # the row with no pooled position

@@ -136,7 +136,9 @@ def forward_pooled(
     """Per-row pooled statistics of an encoder's latents on block ``layer``'s output over ``pool_mask [B, T, 1]``:
     ``{"max", "count", "sum"}`` each ``[B, k]`` (:func:`~esr_analysis.tracing.kernels.pool_slice`), pooled
     inside the trace, so only ``[B, k]`` tensors come back. ``encoder`` is a plain slice dict (``W_dec`` not
-    needed); the forward pass stops after block ``layer``.
+    needed); the forward pass stops after block ``layer``. Only the window of positions from the first to the
+    last one that ``pool_mask`` selects in any row is encoded (:func:`pool_window`): with left padding and the
+    assistant turn last, that is the longest answer of the batch, not the prompts and padding before it.
     """
     import torch
 
@@ -144,13 +146,25 @@ def forward_pooled(
     if remote:
         register_kernels()
     layers_path = find_sites(lm).layers
+    t0, t1 = pool_window(pool_mask)
+    window = pool_mask[:, t0:t1]
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     with torch.no_grad(), lm.trace(inputs, remote=remote) as tracer:
         layers = kernels.module_at(lm, layers_path)
         hidden = kernels.block_hidden(layers[int(layer)])
-        pooled = nnsight.save(kernels.pool_slice(hidden, encoder, pool_mask, int(chunk)))
+        pooled = nnsight.save(kernels.pool_slice(hidden[:, t0:t1], encoder, window, int(chunk)))
         tracer.stop()
     return dict(pooled)
+
+
+def pool_window(pool_mask: torch.Tensor) -> tuple[int, int]:
+    """``(t0, t1)``: the smallest range of positions holding every nonzero of ``pool_mask [B, T, 1]`` (the whole
+    ``(0, T)`` when it has none). Pooling over ``[t0, t1)`` equals pooling over all ``T`` positions, because the
+    positions outside it are masked in every row."""
+    hit = (pool_mask.reshape(pool_mask.shape[0], pool_mask.shape[1], -1) != 0).any(-1).any(0).nonzero()
+    if hit.numel() == 0:
+        return 0, int(pool_mask.shape[1])
+    return int(hit[0, 0]), int(hit[-1, 0]) + 1
 
 
 def forward_with_residual_replaced(
