@@ -118,6 +118,27 @@ def test_detector_discovery_read_equals_local(tiny_pair, tiny_sae):
     assert _weightless(remote)
 
 
+def test_a_request_blob_over_one_mib_goes_through_and_equals_local(tiny_pair):
+    """A discovery read shipping a 6144-latent encoder (1.5 MiB of incompressible float32 weights): before the
+    API was started through ``esr_ndif_api.py`` every blob over 1 MiB came back as HTTP 400."""
+    from esr_analysis.mechanisms.detectors import discover
+    from esr_analysis.models.tiny import TINY_HIDDEN
+    from esr_analysis.sae.random_sae import random_sae
+    from esr_analysis.tracing.sizing import measure_request
+
+    local, remote = tiny_pair
+    sae = random_sae(TINY_HIDDEN, 6144, 0)
+    answers = ["Mix flour and water, then bake.", "Area is pi times r squared.", "Income minus spending."]
+    kw = dict(layer=1, answers=answers, n_derangements=1, batch_size=6, progress=False)
+    size = measure_request(remote, discover, remote, sae, PROMPTS, remote=True, **kw)
+    assert size.sent_bytes > 2**20  # the case under test: the (only) request is over 1 MiB
+    want = discover(local, sae, PROMPTS, **kw)
+    got = discover(remote, sae, PROMPTS, remote=True, **kw)
+    torch.testing.assert_close(got.stats.off.max, want.stats.off.max, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.stats.on.sum, want.stats.on.sum, atol=1e-4, rtol=1e-5)
+    assert float(want.stats.off.max.max()) > 0
+
+
 def test_attribution_patching_backward_on_the_server_equals_local(tiny_pair, tiny_sae):
     """Attribution patching (gradients through every head, MLP, block and the SAE node) run on the server, which
     has no autograd by default: the scores equal the local ones."""

@@ -283,7 +283,10 @@ class LocalNdif:
         ctl = self._spawn("controller", [py, "-m", "ndif.services.ray.deployments.controller.controller"], ctl_env)
         if ctl.wait(timeout=240) != 0:
             raise RuntimeError(f"local NDIF: the controller failed to launch:\n{self.tail('controller')}")
-        api = self._spawn("api", [py, "-m", "gunicorn", "--config", "python:ndif.services.api.gunicorn_conf",
+        # ndif's gunicorn API, started through esr_ndif_api.py: it loads anyio's backend before nnsight, without
+        # which every request blob over 1 MiB fails with HTTP 400 (the module's docstring says why)
+        api = self._spawn("api", [py, str(SERVER_DIR / "esr_ndif_api.py"),
+                                  "--config", "python:ndif.services.api.gunicorn_conf",
                                   "--bind", f"127.0.0.1:{p['api']}", "--workers", "1",
                                   "ndif.services.api.app:app"], env)
         self._wait_port("api", p["api"], api, 180)
