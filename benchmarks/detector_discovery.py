@@ -23,7 +23,7 @@ the client model is weightless, each forward pass is one request, and the full c
 wall time (the server does the compute) and memory is the client's. This is the regime the library is built for
 on Llama-3.3-70B, where a request's round trip and download, not the GPU forward, dominate.
 
-Run: ``.venv/bin/python benchmarks/detector_discovery.py [--model embedded|tiny] [--n-prompts 16] [--remote]``
+Run: ``.venv/bin/python benchmarks/detector_discovery.py [--model embedded|tiny] [--n-prompts 22] [--remote]``
 """
 
 from __future__ import annotations
@@ -167,9 +167,11 @@ def _server(args: argparse.Namespace, tmp: Path) -> Iterator[str | None]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=("embedded", "tiny"), default="embedded")
-    ap.add_argument("--n-prompts", type=int, default=16)
-    ap.add_argument("--n-derangements", type=int, default=2)
-    ap.add_argument("--answer-tokens", type=int, default=96)
+    # defaults: the shipped discovery's sizes (detector_study.discover_to_file: the 22 held-out discovery prompts,
+    # 3 derangements, answers of up to 128 new tokens)
+    ap.add_argument("--n-prompts", type=int, default=22)
+    ap.add_argument("--n-derangements", type=int, default=3)
+    ap.add_argument("--answer-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--d-sae", type=int, default=16384, help="random SAE width (tiny model only)")
