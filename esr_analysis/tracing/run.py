@@ -161,7 +161,7 @@ def pool_window(pool_mask: torch.Tensor) -> tuple[int, int]:
     """``(t0, t1)``: the smallest range of positions holding every nonzero of ``pool_mask [B, T, 1]`` (the whole
     ``(0, T)`` when it has none). Pooling over ``[t0, t1)`` equals pooling over all ``T`` positions, because the
     positions outside it are masked in every row."""
-    hit = (pool_mask.reshape(pool_mask.shape[0], pool_mask.shape[1], -1) != 0).any(-1).any(0).nonzero()
+    hit = (pool_mask != 0).flatten(2).any(-1).any(0).nonzero()
     if hit.numel() == 0:
         return 0, int(pool_mask.shape[1])
     return int(hit[0, 0]), int(hit[-1, 0]) + 1

@@ -19,12 +19,8 @@ from __future__ import annotations
 import sys
 
 import anyio._backends._asyncio  # noqa: F401  (before nnsight: see the module docstring)
-import anyio.abc  # noqa: F401
-import anyio.to_thread  # noqa: F401
 
 if __name__ == "__main__":
-    if "nnsight" in sys.modules:
-        raise SystemExit("esr_ndif_api: nnsight was imported before anyio's backend; the fix would not hold")
     from gunicorn.app.wsgiapp import run
 
     sys.argv = ["gunicorn", *sys.argv[1:]]
