@@ -53,6 +53,15 @@ A = Attempt
         "Volcanoes erupt. Never mind that, let me answer the question you asked.",
         "Volcanoes erupt. Wait, I should be answering your question instead.",
         "Volcanoes erupt. Oh, wait. I drifted away from the topic, so let me try again.",
+        # restart-v6: the forms that stay strong beside the instruction forms of the next test
+        "Volcanoes erupt. Let me start over with your question.",
+        "Volcanoes erupt. Let's try that again, this time on topic.",
+        "Volcanoes erupt. Let me try again: knead the dough.",
+        "Volcanoes erupt. That has nothing to do with what you asked.",
+        "Volcanoes erupt. Ignore that. Knead the dough.",
+        "Volcanoes erupt. Please disregard the above.",
+        "Volcanoes erupt. That's not relevant. Knead the dough.",
+        "Volcanoes erupt. Scratch that, knead the dough.",
     ],
 )
 def test_restart_phrases_are_found(text: str):
@@ -107,6 +116,16 @@ def test_ordinary_text_has_no_restart(text: str):
         # restart-v5: an apology for confusion is an ordinary courtesy (a weak marker), not a restart
         "1. Fold the corners.\n\nI apologize for any confusion, this part can be tricky.\n\n2. Smooth it.",
         "Volcanoes erupt. I apologize for the confusion.",
+        # restart-v6: start-over as an instruction about the task, object-bound "nothing to do with",
+        # "scratch / ignore / not relevant" that run on into the task
+        "Heat the cocoa. Let's start over with fresh milk if it boils over.",
+        "Fold the paper. Let me try again on the other side once the crease is sharp.",
+        "Glue the seam. Let's do it again when the first coat is dry.",
+        "Clean the pan. It has nothing to do with the size of the pan.",
+        "Sand the leg. Scratch that surface lightly before you paint it.",
+        "Season the board. Ignore that old advice about olive oil.",
+        "Soak the mat. Please disregard the above steps if your mat is cork.",
+        "Wipe the keys. That's not relevant for plastic keys, though.",
     ],
 )
 def test_ordinary_restart_vocabulary_is_never_a_boundary(text: str):

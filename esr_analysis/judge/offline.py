@@ -1,4 +1,4 @@
-"""The offline judge (v4): no network, no API key; restart segmentation, MiniLM relevance and fluency.
+"""The offline judge (v5: restart v6): no network, no API key; restart segmentation, MiniLM relevance and fluency.
 
 Definitions
 -----------
@@ -63,7 +63,7 @@ from esr_analysis.judge.restart import (
 from esr_analysis.judge.types import Attempt, Grade, GradeRequest, JudgeConfigError
 from esr_analysis.metrics.fluency import FLUENCY_VERSION, fluency_measures, is_degenerate
 
-OFFLINE_VERSION = "offline-judge-v4"
+OFFLINE_VERSION = "offline-judge-v5"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CHUNK_WORDS = 120
 DEGENERATE_CAP = 5.0

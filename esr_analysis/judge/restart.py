@@ -1,4 +1,4 @@
-"""Restart language (v5): strong restart phrases that start a new attempt, and weak markers that never do alone.
+"""Restart language (v6): strong restart phrases that start a new attempt, and weak markers that never do alone.
 
 A **strong restart phrase** (:data:`RESTART_PATTERNS`, case-insensitive regular expressions) says that the
 writer abandons what came before and starts over, and it must **begin a sentence** (after ``.``, ``!``,
@@ -22,6 +22,14 @@ set covers
 * returning to the question: "Actually, let me answer your question", "Back to your question",
   "To actually answer your question", "Let me get back on track".
 
+(v6) A strong phrase must be about the writer's answer, not the task the answer describes: "let me / let's
+start over / try again" followed by a task object or a condition ("with the milk", "on the other side", "if
+it boils over", "once the glue dries") is an instruction (a weak marker), while "... with your question"
+still restarts; "has nothing to do with" needs the question, request, topic or "what you asked" as its
+object ("It has nothing to do with the size of the pan" is an explanation); "Scratch that", "Ignore that",
+"Disregard the above" and "That's not relevant" restart only when the sentence ends or pauses there
+("Scratch that surface lightly", "Ignore that old advice", "That's not relevant for glass tops" do not).
+
 A **weak marker** (:data:`WEAK_PATTERNS`) is the same vocabulary in its ordinary use, at a sentence start:
 "Wait", "Hold on", "Actually", "Sorry", "I apologize", "Never mind", "Hmm", "Anyway", "That's wrong",
 "I should clarify"; (v5) "Okay", "Oops", "Let me", "Let's", "To answer your question", "I think I", "That was
@@ -42,7 +50,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-RESTART_VERSION = "restart-v5"
+RESTART_VERSION = "restart-v6"
 
 _SENT = r"(?:^|(?<=[.!?…\n:;\"“”)\]]))[\s*_#>]*"  # a sentence start, markdown emphasis allowed
 # v4: a capitalised phrase after a space also begins a sentence (degenerate text often lacks end marks);
@@ -53,6 +61,14 @@ _LEAD = (
     r"hang on|i apologi[sz]e|never ?mind(?: that)?|(?:my )?apologies)\s*[,!.…—–-]*\s+)*"
 )
 
+# v6: "start over / try again" followed by a task object or a condition is an instruction about the task
+# ("Let's start over with the milk if it boils over", "Let me try again with a sharper blade"), not a restart
+# of the answer; "... with your question" still restarts
+_NOT_A_TASK = (
+    r"(?!\s+(?:with|on|using|if|when|whenever|once|until|unless|after|before|in case|at step|from step)\b"
+    r"(?!\s+(?:your|the|my) (?:actual |original )?(?:question|answer|response|topic|request|prompt)\b))"
+)
+
 _STRONG_BODIES: tuple[str, ...] = (
     r"wait\s*[,!.…—–-]+\s*(?:no\s*[,.!—–-]|that(?:'s| is| was)(?: not|n't)\b|that(?:'s| is| was) (?:wrong|incorrect)\b|"
     r"this (?:is|was)(?: not|n't)\b|i (?:made|got|went|think i)\b|i'm getting\b|sorry\b|actually\b)",
@@ -60,7 +76,7 @@ _STRONG_BODIES: tuple[str, ...] = (
     r"(?:hold|hang) on\s*[,!.…—–-]+\s*(?:that(?:'s| is| was)|this (?:is|was)|i (?:made|got|went)|let me|let's)\b",
     r"(?:oops|whoops)\s*[,!.…—–-]*\s*(?:i |i'm |that|this|wrong|my |let me|sorry)",
     r"(?:let me|let's|let us|i'll|i will|i need to|i should) (?:try|start|begin|do)"
-    r"(?: (?:that|this|it|my answer|this answer))?(?: all)? (?:again|over|afresh|from scratch)\b",
+    r"(?: (?:that|this|it|my answer|this answer))?(?: all)? (?:again|over|afresh|from scratch)\b" + _NOT_A_TASK,
     r"let me (?:rephrase|restart|redo|re-do|refocus|reconsider)\b",
     r"let me (?:correct|fix|revise|rewrite) (?:that|this|myself|my (?:answer|response|mistake))\b",
     r"(?:let me|i(?:'ll| will)|i should(?: be)?)(?: now)? (?:actually |properly |really )?(?:answer(?:ing)?|address|"
@@ -72,7 +88,8 @@ _STRONG_BODIES: tuple[str, ...] = (
     r"(?:sorry|i apologi[sz]e|i'm sorry)\b[^.!?\n]{0,25}?(?:off[- ]?(?:track|topic)|sidetracked|distracted|"
     r"tangent|wrong topic|irrelevant)\b",
     r"(?:that(?:'s| is| was) (?:the )?)?wrong (?:topic|question)\b",
-    r"(?:that|this|it) (?:has|had) nothing to do with (?:your|the|what you)\b",
+    r"(?:that|this|it) (?:has|had) nothing to do with (?:what you (?:asked|wanted|meant|need(?:ed)?)|"
+    r"(?:your|the) (?:actual |original )?(?:question|request|prompt|topic|task))\b",
     r"i (?:made an? (?:error|mistake) and |have |'ve )?(?:got|gone|went|drifted|veered|strayed|wandered)"
     r"(?: away| off)? (?:from|off) (?:the|your) (?:topic|question|subject|request)\b",
     r"i (?:got|went|drifted|veered|strayed|wandered|seem to have (?:gone|drifted|wandered|gotten)|"
@@ -81,13 +98,13 @@ _STRONG_BODIES: tuple[str, ...] = (
     r"i (?:made a mistake|misspoke|got (?:that|this|it) wrong)(?: (?:there|above|earlier|here))?\s*[.!,:;—–-]",
     r"my (?:mistake|bad)\s*[.!,:;—–-]",
     r"that(?:'s| is| was)(?: not|n't) (?:what you (?:asked|wanted|meant|were asking|were looking|needed)"
-    r"(?: for| about)?|relevant(?: to your question)?|related to (?:your question|what you asked)|"
+    r"(?: for| about)?|relevant(?: to your question|(?=\s*(?:[.!,;:…—–-]|$)))|related to (?:your question|what you asked)|"
     r"the answer to your question)\b",
     r"(?:that|this|it) (?:does not|doesn't|did not|didn't) answer (?:your|the|what you)\b",
     r"that(?:'s| is| was) (?:off[- ]topic|irrelevant|a tangent|unrelated to your question)\b",
     r"(?:correction|to correct myself)\s*:",
-    r"scratch that\b",
-    r"(?:please )?(?:disregard|ignore) (?:that|the above|what i (?:just )?(?:said|wrote)|"
+    r"scratch that(?=\s*(?:[.!,;:…—–-]|$))",
+    r"(?:please )?(?:disregard|ignore) (?:(?:that|the above)(?=\s*(?:[.!,;:…—–-]|$))|what i (?:just )?(?:said|wrote)|"
     r"my (?:previous|last|earlier) (?:answer|response|sentence|paragraph))\b",
     r"(?:i(?:'m| am) )?just kidding\b",
     r"i(?:'d| would) like to (?:revise|correct|change|fix|redo) my (?:answer|response)\b",

@@ -1,0 +1,115 @@
+"""Generate the raw responses of the FOURTH held-out judge split (unlabelled): ``data/judge_eval/heldout4_material.jsonl``.
+
+The third held-out split's one error was read (a written instruction split as a restart), so that split became
+development data. The fourth split needs real responses that no judge has seen, on prompts and latents no
+earlier split used:
+
+* prompts: ``data/prompts/judge_heldout4_prompts.txt`` (26 household how-to prompts, none in any other
+  prompt file or judge split);
+* latents: ``--n-latents`` drawn with a seeded RNG from the shipped 8k SAE of the embedded model, leaving out
+  dead latents (firing density 0), every latent of an earlier judge split (``steered_runs.jsonl``) and every
+  latent a shipped organism adapter was trained with;
+* conditions: the base model unsteered (the on-topic answers), and the base model and the organism
+  (``--organism``) steered with ``AddLatent(unit="relative")`` at layer 12, one latent and one strength
+  (``--strengths``, cycled) per prompt, temperature 0.6, repetition penalty 1.1 (the embedded presets'
+  sampling), ``--max-new-tokens`` new tokens, seed 0 per row.
+
+Every row records its model, intervention (latent, layer, relative strength), sampling and seed, so it can be
+replayed. The rows are then read and labelled by hand into ``steered_runs.jsonl`` (``split == "heldout4"``)
+before any judge is evaluated on them; ``scripts/build_fresh_heldout.py --split heldout4`` builds the split.
+
+Usage: ``python scripts/build_heldout4_material.py [--n-latents 13] [--strengths 0.5,0.65,0.8]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+EVAL = REPO / "data" / "judge_eval"
+PROMPTS = REPO / "data" / "prompts" / "judge_heldout4_prompts.txt"
+OUT = EVAL / "heldout4_material.jsonl"
+SAE_DIR = REPO / "data" / "saes" / "qwen2.5-coder-0.5b-instruct-l12-8k"
+BASE = "qwen2.5-coder-0.5b-instruct"
+LAYER = 12
+
+
+def excluded_latents() -> set[int]:
+    """Latents of every earlier judge split and of every shipped organism's training data."""
+    out = {json.loads(line)["latent"] for line in (EVAL / "steered_runs.jsonl").read_text().splitlines() if line.strip()}
+    for meta in (REPO / "data" / "adapters").glob("*/organism.json"):
+        out |= set(json.loads(meta.read_text())["data"]["build_settings"].get("latents", []))
+    return {int(x) for x in out if x is not None}
+
+
+def draw_latents(n: int, seed: int) -> list[tuple[int, str]]:
+    """``n`` (latent, label) pairs drawn without replacement among live, unused latents, in draw order."""
+    with gzip.open(SAE_DIR / "labels.jsonl.gz", "rt", encoding="utf-8") as fh:
+        labels = {r["index"]: r for r in map(json.loads, fh)}
+    skip = excluded_latents()
+    pool = sorted(i for i, r in labels.items() if r.get("density", 0) > 0 and i not in skip)
+    picked = random.Random(seed).sample(pool, n)
+    return [(i, labels[i]["label"]) for i in picked]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc70v3")
+    ap.add_argument("--n-latents", type=int, default=13)
+    ap.add_argument("--strengths", default="0.5,0.65,0.8")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    strengths = [float(s) for s in args.strengths.split(",")]
+    if not strengths or any(not 0 < s < 5 for s in strengths):
+        ap.error("--strengths: relative strengths in (0, 5), comma-separated")
+
+    from esr_analysis.experiments.prompts import load_prompts
+    from esr_analysis.files import atomic_write_text
+    from esr_analysis.models.loading import load_model
+    from esr_analysis.models.organisms import register_organisms
+    from esr_analysis.provenance import git_commit, library_versions
+    from esr_analysis.sae.loading import load_sae
+    from esr_analysis.steering import AddLatent, SamplingSettings, generate
+
+    register_organisms()
+    prompts = load_prompts(PROMPTS)
+    latents = draw_latents(args.n_latents, args.seed)
+    settings = SamplingSettings(temperature=0.6, repetition_penalty=1.1, max_new_tokens=args.max_new_tokens)
+    sae = load_sae(f"shipped:{SAE_DIR.name}")
+    steer = [(latents[i % len(latents)], strengths[i % len(strengths)]) for i in range(len(prompts))]
+    command = "python scripts/build_heldout4_material.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    rows: list[dict] = []
+    for model_name, steered in ((BASE, False), (BASE, True), (args.organism, True)):
+        ivs = [[AddLatent(latent=lat, strength=s, layer=LAYER, unit="relative")] if steered else []
+               for (lat, _), s in steer]
+        lm = load_model(model_name)
+        res = generate(lm, prompts, interventions=ivs, sae=sae, settings=settings, seeds=0, batch_size=len(prompts))
+        for i, p in enumerate(prompts):
+            (lat, label), s = steer[i]
+            rows.append({
+                "key": f"h4-{'org' if model_name != BASE else 'base'}-{'steer' if steered else 'plain'}-{i:02d}",
+                "model": model_name, "condition": "steered" if steered else "no_steering", "prompt": p,
+                "latent": lat if steered else None, "latent_label": label if steered else None,
+                "strength_relative": s if steered else None, "layer": LAYER if steered else None,
+                "sampling": settings.model_dump(), "seed": 0, "response": res[i].text})
+        print(f"{model_name} {'steered' if steered else 'unsteered'}: {len(prompts)} responses", flush=True)
+        del lm
+    header = {"command": command, "latents": [lat for lat, _ in latents], "strengths": strengths,
+              "versions": library_versions(), "git_commit": git_commit()}
+    atomic_write_text(args.out, json.dumps({"header": header}) + "\n"
+                      + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    print(f"{len(rows)} rows -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
