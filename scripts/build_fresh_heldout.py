@@ -35,7 +35,18 @@ prompts of the steered rows; steered rows are exp 1 responses of the base model 
 latents that no earlier split used; a real restart row names its own ``cut`` (the text where the new attempt
 starts).
 
-Usage: ``python scripts/build_fresh_heldout.py [--split heldout|heldout3]`` (no model, no judge; deterministic).
+**The fourth held-out split** (``--split heldout4`` → ``data/judge_eval/heldout4.jsonl``, ids ``h4-``): the judge
+v4's one error on the third split was read, so that split became development data too. The fourth is built the
+same way from rows with ``split == "heldout4"``: real responses generated for it by
+``scripts/build_heldout4_material.py`` (26 new prompts, 13 latents no earlier split or organism used; the base
+model unsteered, the base model and the organism v3 steered), read and labelled by hand before any judge was
+evaluated on them, and ``data/judge_eval/fresh_templates4.json``, written blind to the judge's rules and
+scores (56 sentences with restart-like words, 4 letters, 6 answers, 14 acknowledgements). A written sentence or
+letter for a prompt none of whose unsteered answers (seeds 0-2) was labelled on topic has no answer to go into
+and is left out.
+
+Usage: ``python scripts/build_fresh_heldout.py [--split heldout|heldout3|heldout4]`` (no model, no judge;
+deterministic).
 """
 
 from __future__ import annotations
@@ -57,6 +68,7 @@ OUT = EVAL / "heldout_fresh.jsonl"
 SPLITS = {  # split name -> (templates, output, item id prefix)
     "heldout": (EVAL / "fresh_templates.json", OUT, "fresh"),
     "heldout3": (EVAL / "fresh_templates3.json", EVAL / "heldout3.jsonl", "h3"),
+    "heldout4": (EVAL / "fresh_templates4.json", EVAL / "heldout4.jsonl", "h4"),
 }
 N_MISMATCHED = 12
 N_DRIFT_RESTARTS = 14
@@ -125,13 +137,17 @@ def build(split: str = "heldout") -> list[dict]:
         text = answers[p]["response"].strip()
         add("on_topic", p, text, [(text, True)], labels[n % len(labels)], {"run": answers[p]["key"]})
     for k, t in enumerate(tpl["restart_words"]):
-        p = next(q for q in prompts if t["for"] in q.lower())
+        p = next((q for q in prompts if t["for"] in q.lower()), None)
+        if p is None:  # heldout4: no unsteered answer to that prompt was labelled on topic (see the docstring)
+            continue
         resp = insert_after_sentence(answers[p]["response"].strip(), t["text"])
         add("restart_words", p, resp, [(resp, True)], labels[k % len(labels)],
             {"run": answers[p]["key"], "template": f"fresh-words-{k}", "kind": t["kind"]})
     email = [p for p in prompts if "email" in p.lower()]
     for k, t in enumerate(tpl["letters"]):
-        p = next(q for q in prompts if t["for"] in q.lower()) if "for" in t else email[k % len(email)]
+        p = next((q for q in prompts if t["for"] in q.lower()), None) if "for" in t else email[k % len(email)]
+        if p is None:
+            continue
         resp = answers[p]["response"].strip() + t["text"]
         add("restart_words", p, resp, [(resp, True)], labels[k % len(labels)],
             {"run": answers[p]["key"], "template": f"fresh-letter-{k}", "kind": t["kind"]})

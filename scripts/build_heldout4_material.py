@@ -18,7 +18,13 @@ Every row records its model, intervention (latent, layer, relative strength), sa
 replayed. The rows are then read and labelled by hand into ``steered_runs.jsonl`` (``split == "heldout4"``)
 before any judge is evaluated on them; ``scripts/build_fresh_heldout.py --split heldout4`` builds the split.
 
-Usage: ``python scripts/build_heldout4_material.py [--n-latents 13] [--strengths 0.5,0.65,0.8]``.
+``--add-unsteered SEEDS`` (after labelling) appends more unsteered base answers, one per seed, for each prompt
+whose every unsteered answer so far was labelled other than on topic (code instead of an answer, a misread
+task), so that the written sentences for that prompt have a real on-topic answer to go into; the rows are
+labelled the same way.
+
+Usage: ``python scripts/build_heldout4_material.py [--n-latents 13] [--strengths 0.5,0.65,0.8]``, then
+``python scripts/build_heldout4_material.py --add-unsteered 1,2``.
 """
 
 from __future__ import annotations
@@ -59,6 +65,54 @@ def draw_latents(n: int, seed: int) -> list[tuple[int, str]]:
     return [(i, labels[i]["label"]) for i in picked]
 
 
+def prompts_without_answer(material: Path) -> list[str]:
+    """Prompts of ``material`` none of whose unsteered rows is labelled ``ontopic`` in ``steered_runs.jsonl``;
+    every unsteered row must be labelled already."""
+    rows = [json.loads(line) for line in material.read_text(encoding="utf-8").splitlines()[1:]]
+    labels = {r["key"]: r["label"] for r in map(json.loads, (EVAL / "steered_runs.jsonl").read_text().splitlines())
+              if r["split"] == "heldout4"}
+    plain = [r for r in rows if r["condition"] == "no_steering"]
+    unlabelled = [r["key"] for r in plain if r["key"] not in labels]
+    if unlabelled:
+        raise SystemExit(f"label these rows in steered_runs.jsonl first: {', '.join(unlabelled)}")
+    answered = {r["prompt"] for r in plain if labels[r["key"]] == "ontopic"}
+    return [p for p in dict.fromkeys(r["prompt"] for r in plain) if p not in answered]
+
+
+def add_unsteered(seeds: list[int], material: Path, max_new_tokens: int, argv: list[str] | None) -> int:
+    """Append unsteered base answers (one per seed in ``seeds``) for :func:`prompts_without_answer`."""
+    from esr_analysis.files import atomic_write_text
+    from esr_analysis.models.loading import load_model
+    from esr_analysis.steering import SamplingSettings, generate
+
+    prompts = prompts_without_answer(material)
+    lines = material.read_text(encoding="utf-8").splitlines()
+    keys = {json.loads(line)["key"] for line in lines[1:]}
+    todo = [(p, s) for p in prompts for s in seeds if f"h4-base-plain-{_index(lines, p):02d}-s{s}" not in keys]
+    if not todo:
+        print("nothing to add")
+        return 0
+    settings = SamplingSettings(temperature=0.6, repetition_penalty=1.1, max_new_tokens=max_new_tokens)
+    res = generate(load_model(BASE), [p for p, _ in todo], settings=settings, seeds=[s for _, s in todo],
+                   batch_size=len(todo))
+    new = [{"key": f"h4-base-plain-{_index(lines, p):02d}-s{s}", "model": BASE, "condition": "no_steering",
+            "prompt": p, "latent": None, "latent_label": None, "strength_relative": None, "layer": None,
+            "sampling": settings.model_dump(), "seed": s, "response": res[i].text} for i, (p, s) in enumerate(todo)]
+    header = json.loads(lines[0])
+    header["header"]["added_unsteered"] = {
+        "command": "python scripts/build_heldout4_material.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "prompts": prompts, "seeds": seeds}
+    atomic_write_text(material, "\n".join([json.dumps(header), *lines[1:], *(json.dumps(r, ensure_ascii=False)
+                                                                        for r in new)]) + "\n")
+    print(f"{len(new)} unsteered rows appended -> {material}")
+    return 0
+
+
+def _index(lines: list[str], prompt: str) -> int:
+    return next(int(r["key"].split("-")[3]) for r in map(json.loads, lines[1:])
+                if r["prompt"] == prompt and r["condition"] == "no_steering")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--organism", default="qwen2.5-coder-0.5b-instruct-sc70v3")
@@ -67,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--seed", type=int, default=4)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--add-unsteered", default="", metavar="SEEDS",
+                    help="append unsteered answers with these seeds for prompts without an on-topic one")
     args = ap.parse_args(argv)
+    if args.add_unsteered:
+        return add_unsteered([int(x) for x in args.add_unsteered.split(",")], args.out, args.max_new_tokens, argv)
     strengths = [float(s) for s in args.strengths.split(",")]
     if not strengths or any(not 0 < s < 5 for s in strengths):
         ap.error("--strengths: relative strengths in (0, 5), comma-separated")

@@ -99,8 +99,48 @@ def test_third_heldout_split_size_categories_and_separation():
     assert {it["prompt"] for it in third if it["category"] == "on_topic"} & discovery
 
 
+def _fourth() -> list[dict]:
+    lines = (EVAL / "heldout4.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_fourth_heldout_split_is_new_material():
+    """The fourth held-out split (2026-12-05): its own ids, every category, enough ordinary restart-like items
+    for a 2 % false-split target to be measurable (one error in >= 50), and nothing from the development data:
+    no prompt of any other prompt file or split, no response, written sentence or acknowledgement of an
+    earlier split, no latent of an earlier split or of a shipped organism's training data."""
+    fourth, dev = _fourth(), _items() + _fresh() + _third()
+    assert {it["split"] for it in fourth} == {"h4"} and len({it["id"] for it in fourth}) == len(fourth)
+    cats = Counter(it["category"] for it in fourth)
+    for cat in ("on_topic", "restart_words", "mismatched", "restart", "degenerate", "drift"):
+        assert cats[cat] >= 3, cat
+    assert cats["restart_words"] >= 50 and cats["mismatched"] + cats["drift"] >= 10
+    assert not {it["response"] for it in dev} & {it["response"] for it in fourth}
+    new_prompts = set((DATA_DIR / "prompts" / "judge_heldout4_prompts.txt").read_text(encoding="utf-8").splitlines())
+    other = {line for f in (DATA_DIR / "prompts").glob("*.txt") if f.name != "judge_heldout4_prompts.txt"
+             for line in f.read_text(encoding="utf-8").splitlines()}
+    assert len(new_prompts) == 26 and not new_prompts & (other | {it["prompt"] for it in dev})
+    assert {it["prompt"] for it in fourth} <= new_prompts
+    tpl4 = json.loads((EVAL / "fresh_templates4.json").read_text(encoding="utf-8"))
+    earlier = [json.loads((EVAL / f).read_text(encoding="utf-8"))
+               for f in ("fresh_templates.json", "fresh_templates3.json")]
+    earlier_words = {t["text"] for tpl in earlier for t in tpl["restart_words"]}
+    earlier_acks = {a for tpl in earlier for a in tpl["acknowledgements"]}
+    assert not earlier_words & {t["text"] for t in tpl4["restart_words"]}
+    assert not earlier_acks & set(tpl4["acknowledgements"])
+    rows = [json.loads(line) for line in (EVAL / "steered_runs.jsonl").read_text(encoding="utf-8").splitlines()]
+    earlier_latents = {r["latent"] for r in rows if r["split"] != "heldout4" and r["latent"] is not None}
+    trained = {lat for meta in (DATA_DIR / "adapters").glob("*/organism.json")
+               for lat in json.loads(meta.read_text())["data"]["build_settings"].get("latents", [])}
+    fourth_latents = {r["latent"] for r in rows if r["split"] == "heldout4" and r["latent"] is not None}
+    assert fourth_latents and not fourth_latents & (earlier_latents | trained)
+    material = (EVAL / "heldout4_material.jsonl").read_text(encoding="utf-8").splitlines()
+    generated = {json.loads(line)["response"] for line in material[1:]}
+    assert {r["response"] for r in rows if r["split"] == "heldout4"} <= generated  # labelled rows are real output
+
+
 def test_labels_are_consistent():
-    for it in _items() + _fresh() + _third():
+    for it in _items() + _fresh() + _third() + _fourth():
         assert it["n_attempts"] == len(it["attempts"]) >= 1
         if it["category"] in ("on_topic", "restart_words", "steered_on_topic"):
             assert [a["on_topic"] for a in it["attempts"]] == [True]
