@@ -2,13 +2,14 @@
 
 Grades the items of the two splits with ``make_judge("offline")`` and reports, per split:
 
-* ``heldout``: the third held-out split ``data/judge_eval/heldout3.jsonl``
-  (``scripts/build_fresh_heldout.py --split heldout3``), labelled before the judge v4 was evaluated on it; the
-  one that counts;
+* ``heldout``: the fourth held-out split ``data/judge_eval/heldout4.jsonl``
+  (``scripts/build_fresh_heldout.py --split heldout4``), written and labelled before the judge v5 was
+  evaluated on it; the one that counts;
 * ``dev``: the development data: ``data/judge_eval/judge_set.jsonl`` (all ``train``, including the first
-  held-out split) and the second held-out split ``data/judge_eval/heldout_fresh.jsonl``, whose errors under
-  the judge v3 were read (``judge_offline_v2.json`` of 2026-12-04), so it became development data as well.
-  The calibration is fit on both and the judge's rules were analysed on both.
+  held-out split), the second held-out split ``data/judge_eval/heldout_fresh.jsonl`` (its errors under the
+  judge v3 were read on 2026-12-04) and the third, ``data/judge_eval/heldout3.jsonl`` (its one error under the
+  judge v4 was read on 2026-12-05), so both became development data. The calibration is fit on the first two
+  (``scripts/calibrate_offline_judge.py``); the judge's rules were analysed on all three.
 
 Measures:
 
@@ -44,8 +45,9 @@ from esr_analysis.judge.offline import OFFLINE_VERSION  # noqa: E402
 
 JUDGE_SET = REPO / "data" / "judge_eval" / "judge_set.jsonl"
 SECOND_SPLIT = REPO / "data" / "judge_eval" / "heldout_fresh.jsonl"
-DEV = (JUDGE_SET, SECOND_SPLIT)
-HELDOUT = REPO / "data" / "judge_eval" / "heldout3.jsonl"
+THIRD_SPLIT = REPO / "data" / "judge_eval" / "heldout3.jsonl"
+DEV = (JUDGE_SET, SECOND_SPLIT, THIRD_SPLIT)
+HELDOUT = REPO / "data" / "judge_eval" / "heldout4.jsonl"
 OUT = REPO / "data" / "results" / "judge_offline_v2.json"
 ON = ("on_topic", "restart_words", "steered_on_topic")
 OFF = ("mismatched", "drift")
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out.is_file():  # a comparison recorded by hand (another judge version on the same split) is kept
         previous = json.loads(args.out.read_text(encoding="utf-8")).get("previous_judge_on_heldout")
-        if previous is not None:
+        if previous is not None and previous.get("heldout_split") == result["data"]["heldout"]:
             result["previous_judge_on_heldout"] = previous
     atomic_write_json(args.out, result)
     print(markdown_table(result))
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 def markdown_table(result: dict) -> str:
     """The held-out table (with the development split for reference) as markdown."""
     held, train = result["splits"]["heldout"], result["splits"]["dev"]
-    lines = ["| measure | held-out (third split) | development | target | met (held-out) |", "|---|---|---|---|---|"]
+    lines = ["| measure | held-out (fourth split) | development | target | met (held-out) |", "|---|---|---|---|---|"]
     for key in ("attempt_count_accuracy", "false_split_rate", "auc_on_vs_off", "degenerate_mean_score"):
         lines.append(f"| {key} | {held[key]} | {train[key]} | {result['targets'][key]} | "
                      f"{'yes' if held['targets_met'][key] else 'NO'} |")

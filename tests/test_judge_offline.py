@@ -186,7 +186,7 @@ def test_load_items_reports_file_and_line(tmp_path: Path):
 def test_shipped_calibration_is_current_and_fit_on_development_data_only():
     cal = load_calibration()
     dev = [REPO / "data" / "judge_eval" / name for name in ("judge_set.jsonl", "heldout_fresh.jsonl")]
-    assert cal["data"] == [str(p.relative_to(REPO)) for p in dev]  # never heldout3.jsonl
+    assert cal["data"] == [str(p.relative_to(REPO)) for p in dev]  # never heldout3/heldout4.jsonl
     assert cal["data_sha256"] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in dev], (
         "rerun scripts/calibrate_offline_judge.py"
     )
@@ -272,9 +272,9 @@ def test_offline_is_deterministic_and_cached(judge: OfflineJudge, tmp_path: Path
 @pytest.mark.slow
 def test_stored_heldout_table_is_reproduced(judge: OfflineJudge):
     """The held-out AUC and false-split rate in data/results/judge_offline_v2.json are what the judge's own
-    grades of the third held-out split's items give."""
+    grades of the fourth held-out split's items give."""
     stored = json.loads((REPO / "data" / "results" / "judge_offline_v2.json").read_text())["splits"]["heldout"]
-    lines = (REPO / "data" / "judge_eval" / "heldout3.jsonl").read_text().splitlines()
+    lines = (REPO / "data" / "judge_eval" / "heldout4.jsonl").read_text().splitlines()
     items = [json.loads(line) for line in lines if line.strip()]
     held = [it for it in items if it["category"] in
             ("on_topic", "restart_words", "steered_on_topic", "mismatched", "drift")]
