@@ -37,12 +37,11 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (need
 # %% [markdown]
 # > **Read this before any number below: what the offline judge can and cannot measure.**
 # > Every score in this notebook comes from the *offline* judge (`judge="offline"`), not from the paper's judge
-# > (Claude Haiku 4.5); `docs/judging.md` describes it. The committed outputs were graded by `offline-judge-v3`
-# > (restart v4); since 2026-12-05 the default is v4 (restart v5), so a re-run grades with v4 and its numbers
-# > can differ slightly from the outputs below.
+# > (Claude Haiku 4.5); `docs/judging.md` describes it. The committed outputs were graded by `offline-judge-v5`
+# > (restart v6), the default since 2026-12-05.
 # >
 # > * **Attempts.** A new attempt starts only at a *strong* restart phrase that begins a sentence ("wait, that's
-# >   not right", "let me try again", "sorry, I got off track", "back to your question", ...; restart v4). The
+# >   not right", "let me try again", "sorry, I got off track", "back to your question", ...; restart v6). The
 # >   same words in ordinary use ("Wait until it boils", "I apologize for the short notice", "Actually, ...")
 # >   cut only where the text before them is off-topic and the text after them on-topic.
 # > * **Scores.** Each attempt scores `100 × P(on-topic)` from a logistic calibration on MiniLM features: the
@@ -52,12 +51,12 @@ REMOTE = os.environ.get("ESR_REMOTE", "0") == "1"  # Llama-3.3-70B on NDIF (need
 # >   repetition, runs of symbols or code fences, highly compressible text, repeatedly doubled words such as
 # >   "be be processed"; `esr_analysis.metrics.fluency`) is capped at 5.
 # >
-# > So it measures **topical relevance**, not whether the answer is correct or useful. Its known limits,
-# > measured once on a fresh held-out split: short steered fragments that echo the prompt and say nothing pass
-# > every fluency rule and can score high (held-out degenerate mean 24, target ≤ 10); restart recall is 0.75
-# > (acknowledgements outside its phrase list, such as "Okay, that was not helpful", are missed); and an
-# > ordinary apology that matches a strong phrase ("I apologize for any confusion, this part can be tricky")
-# > is cut. **Multi-attempt and ESR counts here count the restart phrases the judge recognises**, not recoveries
+# > So it measures **topical relevance**, not whether the answer is correct or useful. Its measured quality
+# > (attempt-count accuracy, false splits on ordinary restart-like words, on/off-topic AUC, the mean score of
+# > degenerate text) on a held-out split written and labelled before it was evaluated is in `docs/judging.md`;
+# > its known limits: acknowledgements outside its phrase list ("Okay, that was not helpful") cut only on a
+# > clear topic shift, so some restarts are missed, and it cannot tell a correct answer from a wrong one on the
+# > same topic. **Multi-attempt and ESR counts here count the restart phrases the judge recognises**, not recoveries
 # > a reader has confirmed: check the transcripts.
 # >
 # > The threshold search scores only fluent samples and drops a latent whose search never found fluent
