@@ -30,7 +30,6 @@ Usage: ``python scripts/build_heldout4_material.py [--n-latents 13] [--strengths
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import random
 import sys
@@ -48,8 +47,10 @@ LAYER = 12
 
 
 def excluded_latents() -> set[int]:
-    """Latents of every earlier judge split and of every shipped organism's training data."""
-    out = {json.loads(line)["latent"] for line in (EVAL / "steered_runs.jsonl").read_text().splitlines() if line.strip()}
+    """Latents of every earlier judge split (not this one's own rows, so that the draw replays after labelling)
+    and of every shipped organism's training data."""
+    rows = [json.loads(line) for line in (EVAL / "steered_runs.jsonl").read_text().splitlines() if line.strip()]
+    out = {r["latent"] for r in rows if r["split"] != "heldout4"}
     for meta in (REPO / "data" / "adapters").glob("*/organism.json"):
         out |= set(json.loads(meta.read_text())["data"]["build_settings"].get("latents", []))
     return {int(x) for x in out if x is not None}
@@ -57,12 +58,12 @@ def excluded_latents() -> set[int]:
 
 def draw_latents(n: int, seed: int) -> list[tuple[int, str]]:
     """``n`` (latent, label) pairs drawn without replacement among live, unused latents, in draw order."""
-    with gzip.open(SAE_DIR / "labels.jsonl.gz", "rt", encoding="utf-8") as fh:
-        labels = {r["index"]: r for r in map(json.loads, fh)}
+    from esr_analysis.sae.labels import labels_for
+
+    labels = labels_for(f"shipped:{SAE_DIR.name}")
     skip = excluded_latents()
-    pool = sorted(i for i, r in labels.items() if r.get("density", 0) > 0 and i not in skip)
-    picked = random.Random(seed).sample(pool, n)
-    return [(i, labels[i]["label"]) for i in picked]
+    pool = sorted(i for i, e in labels.entries.items() if e.get("density", 0) > 0 and i not in skip)
+    return [(i, labels.label(i)) for i in random.Random(seed).sample(pool, n)]
 
 
 def prompts_without_answer(material: Path) -> list[str]:
@@ -87,15 +88,18 @@ def add_unsteered(seeds: list[int], material: Path, max_new_tokens: int, argv: l
 
     prompts = prompts_without_answer(material)
     lines = material.read_text(encoding="utf-8").splitlines()
-    keys = {json.loads(line)["key"] for line in lines[1:]}
-    todo = [(p, s) for p in prompts for s in seeds if f"h4-base-plain-{_index(lines, p):02d}-s{s}" not in keys]
+    rows = [json.loads(line) for line in lines[1:]]
+    keys = {r["key"] for r in rows}
+    # the key of a prompt's first unsteered row (``h4-base-plain-NN``) names its added answers
+    stem = {r["prompt"]: r["key"] for r in reversed(rows) if r["condition"] == "no_steering"}
+    todo = [(p, s) for p in prompts for s in seeds if f"{stem[p]}-s{s}" not in keys]
     if not todo:
         print("nothing to add")
         return 0
     settings = SamplingSettings(temperature=0.6, repetition_penalty=1.1, max_new_tokens=max_new_tokens)
     res = generate(load_model(BASE), [p for p, _ in todo], settings=settings, seeds=[s for _, s in todo],
                    batch_size=len(todo))
-    new = [{"key": f"h4-base-plain-{_index(lines, p):02d}-s{s}", "model": BASE, "condition": "no_steering",
+    new = [{"key": f"{stem[p]}-s{s}", "model": BASE, "condition": "no_steering",
             "prompt": p, "latent": None, "latent_label": None, "strength_relative": None, "layer": None,
             "sampling": settings.model_dump(), "seed": s, "response": res[i].text} for i, (p, s) in enumerate(todo)]
     header = json.loads(lines[0])
@@ -106,11 +110,6 @@ def add_unsteered(seeds: list[int], material: Path, max_new_tokens: int, argv: l
                                                                         for r in new)]) + "\n")
     print(f"{len(new)} unsteered rows appended -> {material}")
     return 0
-
-
-def _index(lines: list[str], prompt: str) -> int:
-    return next(int(r["key"].split("-")[3]) for r in map(json.loads, lines[1:])
-                if r["prompt"] == prompt and r["condition"] == "no_steering")
 
 
 def main(argv: list[str] | None = None) -> int:
